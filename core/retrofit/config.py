@@ -1,0 +1,195 @@
+"""Run configuration: defaults, a TOML file and command-line overrides, validated.
+
+Three sections, lowest precedence first: built-in defaults (the core's, then the domain's),
+the ``--config`` file, then command-line flags and ``--set section.key=value``::
+
+    [run]            # how to search: budget, workers, optimizer, seed, ...
+    [objective]      # metric weights of the loss, e.g. bad_pixel_rate = 1.0
+    [<domain>]       # the domain's own options, e.g. [depth] threshold = 1.25
+
+Every error names the offending key, with a suggestion when it looks like a typo.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from retrofit.domain import Domain
+from retrofit.errors import ConfigError
+
+EXECUTORS = ("serial", "local")
+SELECTIONS = ("validation", "train")
+TELL_ORDERS = ("ask", "completion")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How a run searches; :data:`RUN_HELP` explains each field (and is the CLI flags' help)."""
+
+    budget: int = 100
+    workers: int = 0
+    executor: str = "local"
+    scheduler: str = ""
+    optimizer: str = "auto"
+    seed: int = 0
+    runs_dir: str = "runs"
+    validate_every: int = 50
+    top_k: int = 3
+    selection: str = "validation"
+    tell_order: str = "ask"
+    eval_timeout: float = 0.0
+
+    def resolved_workers(self) -> int:
+        if self.executor == "serial":
+            return 1
+        return self.workers or os.cpu_count() or 1
+
+
+RUN_HELP = {
+    "budget": "train evaluations, candidate 0 (the unmodified model) included",
+    "workers": "evaluations in parallel; 0 means one per CPU core",
+    "executor": "serial (in this process) or local (a process pool)",
+    "scheduler": "dask scheduler address; empty starts a local cluster",
+    "optimizer": "a nevergrad optimizer name, or auto",
+    "seed": "seed of the optimizer; same seed, workers and budget give the same run",
+    "runs_dir": "parent directory of new run directories (--out names one exactly)",
+    "validate_every": "re-score the top candidates on validation every N evaluations",
+    "top_k": "how many top train candidates are re-scored on validation",
+    "selection": "pick the result by validation loss among the top k, or by train loss",
+    "tell_order": "ask: tell results in ask order (reproducible); completion: as they finish",
+    "eval_timeout": "seconds before a hanging evaluation is killed and recorded failed; 0 disables",
+}
+_CHOICES = {"executor": EXECUTORS, "selection": SELECTIONS, "tell_order": TELL_ORDERS}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The resolved configuration handed to every hook (picklable plain data)."""
+
+    domain: str
+    run: RunSettings = field(default_factory=RunSettings)
+    objective: Mapping[str, float] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_toml_dict(self) -> dict[str, Any]:
+        """The three sections, as written to a run directory's ``config.toml``."""
+        return {"run": asdict(self.run), "objective": dict(self.objective), self.domain: dict(self.options)}
+
+
+def resolve(domain: Domain, file: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Merge defaults, ``file`` and dotted ``overrides`` (``"run.budget"``) into a :class:`Config`."""
+    sections: dict[str, dict[str, Any]] = {
+        "run": {**asdict(RunSettings()), **domain.run_defaults},
+        "objective": dict(domain.objective),
+        domain.name: domain.defaults(),
+    }
+    if file is not None:
+        _merge(sections, read_toml(file), domain, source=str(file))
+    nested: dict[str, dict[str, Any]] = {}
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if not key:
+            raise ConfigError(f"override {dotted!r} must look like section.key (e.g. run.budget)")
+        nested.setdefault(section, {})[key] = value
+    _merge(sections, nested, domain, source="command line")
+    run = RunSettings(**sections["run"])
+    _check_run(run)
+    _check_choices(domain, sections[domain.name])
+    return Config(domain=domain.name, run=run, objective=sections["objective"], options=sections[domain.name])
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file, turning every failure into a one-line :class:`ConfigError`."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config file {path}: {error}") from None
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """Parse ``--set section.key=value``; the value is read as TOML, else kept as a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def _merge(sections: dict[str, dict[str, Any]], incoming: Mapping[str, Any], domain: Domain, source: str) -> None:
+    for section, table in incoming.items():
+        if section not in sections:
+            hint = _did_you_mean(section, sections)
+            raise ConfigError(f"{source}: unknown section [{section}] for domain {domain.name}{hint}")
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{source}: [{section}] must be a table, got {type(table).__name__}")
+        for key, value in table.items():
+            name = f"{section}.{key}"
+            if section == "objective":  # any metric name may carry a weight
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ConfigError(f"{source}: {name} must be a number (a metric weight), got {value!r}")
+                sections[section][key] = float(value)
+                continue
+            if key not in sections[section]:
+                raise ConfigError(f"{source}: unknown key {name}{_did_you_mean(key, sections[section])}")
+            sections[section][key] = _typed(name, value, sections[section][key], source)
+
+
+def _typed(name: str, value: Any, default: Any, source: str) -> Any:
+    """Check ``value`` against the type of its default (ints are accepted for floats)."""
+    expected = type(default)
+    if default is None or expected is type(value):
+        return value
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is tuple and isinstance(value, list):
+        return tuple(value)
+    raise ConfigError(f"{source}: {name} must be {_type_name(expected)}, got {_type_name(type(value))} {value!r}")
+
+
+def _check_run(run: RunSettings) -> None:
+    for key, choices in _CHOICES.items():
+        if getattr(run, key) not in choices:
+            raise ConfigError(f"run.{key} must be one of {', '.join(choices)}, got {getattr(run, key)!r}")
+    positive = {"budget": run.budget, "validate_every": run.validate_every, "top_k": run.top_k}
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"run.{key} must be at least 1, got {value}")
+    if run.workers < 0:
+        raise ConfigError(f"run.workers must be 0 (one per core) or more, got {run.workers}")
+    if run.eval_timeout < 0:
+        raise ConfigError(f"run.eval_timeout must be 0 (none) or positive, got {run.eval_timeout}")
+
+
+def _check_choices(domain: Domain, options: Mapping[str, Any]) -> None:
+    """Reject an option value outside its declared choices."""
+    for option in domain.options:
+        if option.choices and options.get(option.name) not in option.choices:
+            raise ConfigError(f"{domain.name}.{option.name} must be one of {', '.join(option.choices)}, "
+                              f"got {options.get(option.name)!r}")
+
+
+def _did_you_mean(word: str, candidates: Any) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _type_name(kind: type) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            list: "a list", tuple: "a list", dict: "a table"}.get(kind, kind.__name__)
+
+
+RUN_FIELDS = tuple(f.name for f in fields(RunSettings))

@@ -1,0 +1,50 @@
+"""What a domain is: its name, its options (with defaults and help) and its objective.
+
+A plugin declares domains from :func:`retrofit.hookspecs.retrofit_register_domains`. The
+option defaults double as the schema of the domain's config section: a key that is not
+declared is rejected, and a value must have the type of its default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting of a domain, read from ``[<domain>]`` in the config file.
+
+    ``cli=True`` also makes it a ``--name`` flag of the domain's commands (underscores
+    become dashes). ``choices`` restricts a string option to a fixed set.
+    """
+
+    name: str
+    default: Any
+    help: str
+    cli: bool = True
+    choices: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A retrofit problem family, e.g. ``depth`` or ``doom``.
+
+    ``objective`` gives the default weight of each metric in the loss (lower loss is better,
+    so a metric to maximise gets a negative weight). ``run_defaults`` overrides the core's
+    run defaults (budget, workers, ...) for this domain, e.g. a smaller budget for slow
+    episodes. ``noisy`` tells the engine that two evaluations of one candidate can differ,
+    which changes the default optimiser.
+    """
+
+    name: str
+    help: str
+    options: tuple[Option, ...] = ()
+    objective: Mapping[str, float] = field(default_factory=lambda: {"loss": 1.0})
+    run_defaults: Mapping[str, Any] = field(default_factory=dict)
+    noisy: bool = False
+
+    def defaults(self) -> dict[str, Any]:
+        """The option values used when neither the config file nor the CLI sets them."""
+        return {option.name: option.default for option in self.options}

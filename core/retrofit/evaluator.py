@@ -1,0 +1,118 @@
+"""The worker side of a run: one model, its knobs and its batches, evaluating candidates.
+
+An :class:`Evaluator` is built once per process (the main one for the serial executor,
+each pool worker otherwise) and then receives only candidate *values*, never a model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from retrofit.config import Config
+from retrofit.errors import PluginError
+from retrofit.knobs import KnobSet, Space
+from retrofit.objective import Aggregate
+from retrofit.plugins import Plugins, load
+
+SPLITS = ("train", "validation")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One evaluation to run: candidate ``candidate`` with natural ``values`` on ``split``."""
+
+    candidate: int
+    split: str
+    values: np.ndarray
+
+
+@dataclass
+class Outcome:
+    """The result of a :class:`Task`. ``error`` is set (and ``loss`` is ``None``) on failure."""
+
+    candidate: int
+    split: str
+    loss: float | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    violations: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    worker: str = ""
+    error: str | None = None
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Evaluator:
+    """Evaluates candidates of one domain in this process."""
+
+    def __init__(self, config: Config, plugins: Plugins | None = None) -> None:
+        self.config = config
+        self.plugins = plugins or load()
+        self.domain = config.domain
+        self.model = self.plugins.call("retrofit_load_model", domain=self.domain, config=config)
+        knobs = self.plugins.call("retrofit_expose_parameters", domain=self.domain, model=self.model, config=config)
+        self.knobs = KnobSet(knobs)
+        self._batches: dict[str, Sequence[Any]] = {}
+
+    @property
+    def space(self) -> Space:
+        return self.knobs.space
+
+    def batches(self, split: str) -> Sequence[Any]:
+        """The batches of ``split``, asked of the domain once and kept."""
+        if split not in self._batches:
+            batches = list(self.plugins.call("retrofit_batches", domain=self.domain, config=self.config, split=split))
+            if not batches:
+                raise PluginError(f"domain {self.domain!r} returned no {split} batches")
+            self._batches[split] = batches
+        return self._batches[split]
+
+    def evaluate(self, task: Task) -> Outcome:
+        """Run one candidate on every batch of its split. Never raises for a bad candidate."""
+        start = time.perf_counter()
+        outcome = Outcome(candidate=task.candidate, split=task.split, loss=None, worker=worker_name())
+        try:
+            batches = self.batches(task.split)
+            with self.knobs.applied(task.values):
+                per_batch = [self._evaluate_batch(batch, index) for index, batch in enumerate(batches)]
+            aggregate = self.plugins.call("retrofit_aggregate", domain=self.domain, metrics=per_batch,
+                                          config=self.config)
+            if not isinstance(aggregate, Aggregate):
+                raise PluginError(f"retrofit_aggregate returned {type(aggregate).__name__}, not retrofit.Aggregate")
+            outcome.metrics = {name: float(value) for name, value in aggregate.metrics.items()}
+            outcome.violations = [float(v) for v in aggregate.violations]
+            if not math.isfinite(float(aggregate.loss)):
+                raise ValueError(f"loss is {aggregate.loss}")
+            outcome.loss = float(aggregate.loss)
+        except Exception as error:  # a bad candidate is a recorded failure, not a crash
+            outcome.error = _describe(error)
+        outcome.seconds = time.perf_counter() - start
+        return outcome
+
+    def _evaluate_batch(self, batch: Any, index: int) -> Mapping[str, float]:
+        metrics = self.plugins.call("retrofit_evaluate", domain=self.domain, model=self.model, batch=batch,
+                                    config=self.config)
+        if not isinstance(metrics, Mapping):
+            raise PluginError(f"retrofit_evaluate returned {type(metrics).__name__}, not a mapping of metrics")
+        for name, value in metrics.items():
+            if not math.isfinite(float(value)):
+                raise ValueError(f"metric {name} is {value} on batch {index}")
+        return metrics
+
+
+def _describe(error: BaseException) -> str:
+    """``Type: message`` plus the innermost frame, enough to find the bug from the history."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
+    return f"{type(error).__name__}: {error}{where}"

@@ -1,0 +1,120 @@
+"""The optimisation loop on the built-in toy domain: records, reproducibility, failures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import history
+from retrofit.config import resolve
+from retrofit.evaluator import Evaluator, Task
+from retrofit.toy import DOMAIN
+
+SUMMARY_KEYS = {"domain", "status", "optimizer", "budget", "evaluations", "failed_evaluations", "wall_seconds",
+                "executor", "workers", "parameters", "baseline", "best", "improvement"}
+
+
+def test_summary_has_every_contract_key_and_a_real_baseline(toy_run):
+    summary, run_dir = toy_run(budget=40)
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["status"] == "finished"
+    assert summary["evaluations"] == 40 == len(history(run_dir))
+    assert set(summary["optimizer"]) >= {"requested", "used"}
+    assert summary["parameters"]["count"] == DOMAIN.defaults()["dim"]
+    for who in ("baseline", "best"):
+        for split in ("train", "validation"):
+            assert set(summary[who][split]) >= {"loss", "metrics"}
+    assert set(summary["best"]) >= {"values"}
+    assert "validation_loss_relative" in summary["improvement"]
+
+    # candidate 0 is the unmodified model, and the baseline figures are its real evaluation
+    first = history(run_dir)[0]
+    assert first["id"] == 0 and first["values"]["gains"] == [1.0] * 8
+    evaluator = Evaluator(resolve(DOMAIN))
+    for split in ("train", "validation"):
+        direct = evaluator.evaluate(Task(0, split, evaluator.space.identity))
+        assert summary["baseline"][split]["loss"] == direct.loss
+
+
+def test_the_result_improves_held_out_loss_on_the_toy_problem(toy_run):
+    summary, _ = toy_run(budget=150)
+    assert summary["best"]["validation"]["loss"] < 0.8 * summary["baseline"]["validation"]["loss"]
+    assert summary["improvement"]["validation_loss_relative"] > 0.2
+
+
+def test_seeded_runs_are_reproducible_and_seeds_matter(toy_run):
+    first, first_dir = toy_run(budget=30, seed=3)
+    second, second_dir = toy_run(budget=30, seed=3)
+    other, other_dir = toy_run(budget=30, seed=4)
+    strip = lambda entries: [{k: e[k] for k in ("id", "values", "loss")} for e in entries]  # noqa: E731
+    assert strip(history(first_dir)) == strip(history(second_dir))
+    assert first["best"] == second["best"]
+    assert strip(history(first_dir)) != strip(history(other_dir))
+
+
+def test_local_pool_gives_the_same_run_as_serial(toy_run):
+    serial, serial_dir = toy_run(budget=24, executor="serial")
+    pooled, pooled_dir = toy_run(budget=24, executor="local", workers=1)
+    assert [e["loss"] for e in history(serial_dir)] == [e["loss"] for e in history(pooled_dir)]
+    assert serial["best"] == pooled["best"]
+    assert pooled["executor"] == "local"
+
+
+def test_two_workers_are_reproducible_and_both_used(toy_run):
+    first, first_dir = toy_run(budget=30, executor="local", workers=2)
+    second, second_dir = toy_run(budget=30, executor="local", workers=2)
+    assert [e["values"] for e in history(first_dir)] == [e["values"] for e in history(second_dir)]
+    assert len({e["worker"] for e in history(first_dir)}) == 2
+
+
+@pytest.mark.parametrize("fault", ["raise", "nan"])
+def test_failed_candidates_are_recorded_with_reason_and_the_run_goes_on(toy_run, fault):
+    summary, run_dir = toy_run(budget=40, **{"toy.fault": fault, "toy.fault_rate": 0.3})
+    entries = history(run_dir)
+    failed = [e for e in entries if e["error"]]
+    assert len(entries) == 40 and summary["status"] == "finished"
+    assert summary["failed_evaluations"] == len(failed) > 0
+    reason = "injected fault" if fault == "raise" else "nan"
+    assert all(reason in e["error"] and e["loss"] is None for e in failed)
+    # the optimiser was told a loss worse than every success
+    worst = max(e["loss"] for e in entries if not e["error"])
+    assert all(e["told"] > worst for e in failed)
+
+
+def test_a_worker_that_dies_costs_one_failed_evaluation(toy_run):
+    summary, run_dir = toy_run(budget=24, executor="local", workers=2, **{"toy.fault": "exit", "toy.fault_rate": 0.2})
+    entries = history(run_dir)
+    died = [e for e in entries if e["error"] and "worker died" in e["error"]]
+    assert len(entries) == 24 and summary["status"] == "finished"
+    assert died and all("exit code 3" in e["error"] for e in died)
+
+
+def test_a_hanging_evaluation_is_killed_at_the_timeout(toy_run):
+    summary, run_dir = toy_run(budget=12, executor="local", workers=2, eval_timeout=2.0,
+                               **{"toy.fault": "hang", "toy.fault_rate": 0.15})
+    entries = history(run_dir)
+    assert len(entries) == 12
+    hung = [e for e in entries if e["error"]]
+    assert hung and all("timed out after 2 s" in e["error"] for e in hung)
+
+
+def test_train_selection_picks_the_best_train_loss(toy_run):
+    summary, run_dir = toy_run(budget=30, selection="train")
+    best_train = min(e["loss"] for e in history(run_dir))
+    assert summary["best"]["train"]["loss"] == best_train
+    assert summary["best"]["validation"] is not None  # the chosen one is always re-scored
+
+
+def test_validation_never_reaches_the_optimizer(toy_run):
+    """Train and validation batches are disjoint, and history holds train evaluations only."""
+    _, run_dir = toy_run(budget=20)
+    assert {e["split"] for e in history(run_dir)} == {"train"}
+    evaluator = Evaluator(resolve(DOMAIN))
+    assert not set(evaluator.batches("train")) & set(evaluator.batches("validation"))
+
+
+def test_identity_values_leave_the_model_unchanged():
+    evaluator = Evaluator(resolve(DOMAIN))
+    before = evaluator.model.gains.copy()
+    evaluator.evaluate(Task(1, "train", evaluator.space.identity * 2))
+    assert np.array_equal(evaluator.model.gains, before)
