@@ -22,7 +22,7 @@ hookimpl = pluggy.HookimplMarker("retrofit")
 _EXPORTS = {
     "Domain": "retrofit.domain", "Option": "retrofit.domain",
     "Config": "retrofit.config", "RunSettings": "retrofit.config",
-    "Knob": "retrofit.knobs", "ArrayKnob": "retrofit.knobs", "KnobSet": "retrofit.knobs",
+    "Knob": "retrofit.knobs", "ArrayKnob": "retrofit.knobs", "KnobSet": "retrofit.knobs", "ProbeGroup": "retrofit.knobs",
     "Aggregate": "retrofit.objective",
     "UsageError": "retrofit.errors", "ConfigError": "retrofit.errors",
     "PluginError": "retrofit.errors", "RunFailed": "retrofit.errors",

@@ -115,9 +115,10 @@ def _domain_group(plugins: Plugins, domain: Domain) -> click.Group:
         from retrofit import executors
         from retrofit.display import ProgressBar, print_summary
         from retrofit.engine import Run
-        from retrofit.records import CONFIG, RunRecord
+        from retrofit.records import CONFIG, HISTORY, SUMMARY, RunRecord
 
         overrides = _overrides(domain, assignments, flags)
+        created = False
         if resume is not None:
             if overrides or config_file or out:
                 raise UsageError("--resume continues a run with its recorded settings: drop the other options")
@@ -125,11 +126,17 @@ def _domain_group(plugins: Plugins, domain: Domain) -> click.Group:
             config = resolve(domain, record.path / CONFIG)
         else:
             config = resolve(domain, config_file, overrides)
+            existed = out is not None and out.exists()
             record = RunRecord.create(config, out)
+            created = True
         bar = ProgressBar(f"{domain.name} tune")
         bar.message(f"run directory: {record.path}")
         try:
             summary = Run(config, domain, executors.create(config), record, bar.callbacks()).execute()
+        except Exception:
+            if created and not (record.path / HISTORY).exists() and not (record.path / SUMMARY).exists():
+                _discard(record.path, keep_directory=existed)  # failed before recording anything
+            raise
         finally:
             bar.stop()
         print_summary(summary, str(record.path))
@@ -244,11 +251,16 @@ def build(plugins: Plugins) -> click.Group:
     for domain in plugins.domains.values():
         cli.add_command(_domain_group(plugins, domain))
     for implementation in plugins.hook.retrofit_register_commands.get_hookimpls():
+        before = dict(cli.commands)
         try:
             implementation.function(cli=cli)
         except Exception as error:
             raise PluginError(f"plugin {implementation.plugin_name!r} raised in retrofit_register_commands: "
                               f"{type(error).__name__}: {error}") from error
+        replaced = sorted(name for name, command in before.items() if cli.commands.get(name) is not command)
+        if replaced:
+            raise PluginError(f"plugin {implementation.plugin_name!r} adds command(s) {', '.join(replaced)}, "
+                              f"which already exist")
     return cli
 
 
@@ -286,6 +298,18 @@ def _report(error: Exception, debug: bool) -> None:
     if debug:
         traceback.print_exception(error)
     click.echo(f"retrofit: error: {error}", err=True)
+
+
+def _discard(run_dir: Path, keep_directory: bool) -> None:
+    """Remove a run directory this command created, when the run failed before recording anything."""
+    from retrofit.records import CONFIG
+
+    (run_dir / CONFIG).unlink(missing_ok=True)
+    if not keep_directory:
+        try:
+            run_dir.rmdir()  # only if nothing else is in it
+        except OSError:
+            pass
 
 
 def _domain_of(args: list[str]) -> str:

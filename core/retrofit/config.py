@@ -13,6 +13,7 @@ Every error names the offending key, with a suggestion when it looks like a typo
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -44,6 +45,10 @@ class RunSettings:
     selection: str = "validation"
     tell_order: str = "ask"
     eval_timeout: float = 0.0
+    batches_per_evaluation: int = 0
+    round_size: int = 8
+    reevaluations: int = 0
+    patience: int = 0
 
     def resolved_workers(self) -> int:
         if self.executor == "serial":
@@ -64,6 +69,10 @@ RUN_HELP = {
     "selection": "pick the result by validation loss among the top k, or by train loss",
     "tell_order": "ask: tell results in ask order (reproducible); completion: as they finish",
     "eval_timeout": "seconds before a hanging evaluation is killed and recorded failed; 0 disables",
+    "batches_per_evaluation": "train batches (or episodes) drawn per evaluation; 0 uses them all, every time",
+    "round_size": "consecutive candidates that share the same drawn batches (common random numbers)",
+    "reevaluations": "extra train evaluations of each top candidate at every checkpoint, averaged with the first",
+    "patience": "stop after this many checkpoints without a better validation loss; 0 never stops early",
 }
 _CHOICES = {"executor": EXECUTORS, "selection": SELECTIONS, "tell_order": TELL_ORDERS}
 
@@ -133,14 +142,14 @@ def _merge(sections: dict[str, dict[str, Any]], incoming: Mapping[str, Any], dom
     for section, table in incoming.items():
         if section not in sections:
             hint = _did_you_mean(section, sections)
-            raise ConfigError(f"{source}: unknown section [{section}] for domain {domain.name}{hint}")
+            raise ConfigError(f"{source}: unknown section [{_printable(section)}] for domain {domain.name}{hint}")
         if not isinstance(table, Mapping):
             raise ConfigError(f"{source}: [{section}] must be a table, got {type(table).__name__}")
         for key, value in table.items():
-            name = f"{section}.{key}"
+            name = f"{section}.{_printable(key)}"
             if section == "objective":  # any metric name may carry a weight
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ConfigError(f"{source}: {name} must be a number (a metric weight), got {value!r}")
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+                    raise ConfigError(f"{source}: {name} must be a finite number (a metric weight), got {value!r}")
                 sections[section][key] = float(value)
                 continue
             if key not in sections[section]:
@@ -153,24 +162,46 @@ def _typed(name: str, value: Any, default: Any, source: str) -> Any:
     expected = type(default)
     if default is None or expected is type(value):
         return value
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+    if expected is float and isinstance(value, int) and not isinstance(value, bool) and _finite(value):
         return float(value)
     if expected is tuple and isinstance(value, list):
         return tuple(value)
-    raise ConfigError(f"{source}: {name} must be {_type_name(expected)}, got {_type_name(type(value))} {value!r}")
+    got = "a boolean" if isinstance(value, bool) else _type_name(type(value))
+    hint = ""
+    if expected is str and source == "command line":  # --set read it as TOML: nan, inf, true, 12 ...
+        hint = f" (quote it to pass a string: --set '{name}=\"{_shown(value)}\"')"
+    raise ConfigError(f"{source}: {name} must be {_type_name(expected)}, got {got} {_shown(value)}{hint}")
+
+
+def _finite(number: int | float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _shown(value: Any) -> str:
+    """A value as the user wrote it in TOML (``true``, not ``True``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
 
 
 def _check_run(run: RunSettings) -> None:
     for key, choices in _CHOICES.items():
         if getattr(run, key) not in choices:
             raise ConfigError(f"run.{key} must be one of {', '.join(choices)}, got {getattr(run, key)!r}")
-    positive = {"budget": run.budget, "validate_every": run.validate_every, "top_k": run.top_k}
+    positive = {"budget": run.budget, "validate_every": run.validate_every, "top_k": run.top_k,
+                "round_size": run.round_size}
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"run.{key} must be at least 1, got {value}")
     if run.workers < 0:
         raise ConfigError(f"run.workers must be 0 (one per core) or more, got {run.workers}")
-    if run.eval_timeout < 0:
+    for key in ("batches_per_evaluation", "reevaluations", "patience"):
+        if getattr(run, key) < 0:
+            raise ConfigError(f"run.{key} must be 0 or more, got {getattr(run, key)}")
+    if not run.eval_timeout >= 0:  # also rejects nan
         raise ConfigError(f"run.eval_timeout must be 0 (none) or positive, got {run.eval_timeout}")
 
 
@@ -180,6 +211,11 @@ def _check_choices(domain: Domain, options: Mapping[str, Any]) -> None:
         if option.choices and options.get(option.name) not in option.choices:
             raise ConfigError(f"{domain.name}.{option.name} must be one of {', '.join(option.choices)}, "
                               f"got {options.get(option.name)!r}")
+
+
+def _printable(name: str) -> str:
+    """A name as it can be shown on one line (TOML allows any character in a quoted key)."""
+    return name if name.isprintable() else repr(name)
 
 
 def _did_you_mean(word: str, candidates: Any) -> str:

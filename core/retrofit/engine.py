@@ -6,18 +6,24 @@ One run, as a straight line::
     executor.start()              -> the knobs' search space (model loaded where evaluations run)
     optimiser.suggest(identity)   -> candidate 0 is the unmodified model
     loop: ask -> evaluate (train) -> record -> tell -> ask ...
-          every `validate_every` results: re-score the top `top_k` on validation
-    end:  re-score, choose the result, write summary.json
+          every `validate_every` results, a checkpoint: re-evaluate the top `top_k` on train
+          (noisy objectives), re-score them on validation, record the train/validation trace,
+          stop early if validation stopped improving
+    end:  a last checkpoint, choose the result, write summary.json
 
 With ``tell_order = "ask"`` (default) results are told in the order the candidates were
 asked, so a seeded run is reproducible whatever the timing of the workers. Resuming replays
 the recorded history into a fresh optimiser built with the same seed (see records.py).
+
+Noise: with ``batches_per_evaluation`` set, each candidate sees a random subset of the train
+batches, the same subset for every candidate of a round (common random numbers), and top
+candidates are re-evaluated on fresh subsets before anything is chosen.
 """
 
 from __future__ import annotations
 
 import time
-import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,16 +33,17 @@ import numpy as np
 from retrofit import optimizers
 from retrofit.config import Config
 from retrofit.domain import Domain
-from retrofit.errors import RunFailed
+from retrofit.errors import RunFailed, UsageError
 from retrofit.evaluator import Outcome, Task
 from retrofit.executors import Executor
 from retrofit.knobs import Space
 from retrofit.objective import failure_loss
-from retrofit.records import HISTORY, VALIDATION, RunRecord
+from retrofit.records import CHECKPOINTS, HISTORY, REEVALUATIONS, VALIDATION, RunRecord
 
 # Normalised coordinates are in units of a knob's sigma; a knob without bounds gets this
 # box so that optimisers that need finite bounds still work.
 _UNBOUNDED = 1e3
+FINISHED, STOPPED_EARLY = "finished", "stopped_early"
 
 
 class Interrupted(Exception):
@@ -61,11 +68,15 @@ class _State:
     """What the loop knows; rebuilt from the record on resume."""
 
     history: list[dict[str, Any]] = field(default_factory=list)
+    by_id: dict[int, dict[str, Any]] = field(default_factory=dict)
     validation: dict[int, dict[str, Any]] = field(default_factory=dict)
+    reevaluations: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
     pending: dict[int, tuple[Any, np.ndarray]] = field(default_factory=dict)  # asked, not told
     finished: dict[int, Outcome] = field(default_factory=dict)  # evaluated, waiting for its turn
-    validating: set[int] = field(default_factory=set)
+    waiting: set[tuple[str, int]] = field(default_factory=set)  # re-scores in flight
     asked: int = 0
+    stop_asking: bool = False
 
     @property
     def told(self) -> int:
@@ -78,9 +89,18 @@ class _State:
         losses = [entry["loss"] for entry in self.successes()]
         return max(losses) if losses else None
 
+    def train_loss(self, identifier: int) -> float:
+        """Mean of a candidate's successful train evaluations (first one and re-evaluations)."""
+        losses = [self.by_id[identifier]["loss"]]
+        losses += [e["loss"] for e in self.reevaluations.get(identifier, []) if e["error"] is None]
+        return sum(losses) / len(losses)
+
+    def ranked(self) -> list[dict[str, Any]]:
+        return sorted(self.successes(), key=lambda e: (self.train_loss(e["id"]), e["id"]))
+
     def best_train(self) -> dict[str, Any] | None:
-        successes = self.successes()
-        return min(successes, key=lambda e: e["loss"]) if successes else None
+        ranked = self.ranked()
+        return ranked[0] if ranked else None
 
 
 class Run:
@@ -94,8 +114,10 @@ class Run:
         self.record = record
         self.progress = progress or Progress()
         self.settings = config.run
+        self.noisy = domain.noisy or self.settings.batches_per_evaluation > 0
         self.state = _State()
         self.space: Space | None = None
+        self.train_batches = 0
         self.choice: optimizers.OptimizerChoice | None = None
         self._started = time.monotonic()
         self._previous_wall = 0.0
@@ -104,16 +126,16 @@ class Run:
     def execute(self) -> dict[str, Any]:
         """Run (or resume) to the end of the budget and return the summary."""
         try:
-            self.space = self.executor.start()
+            setup = self.executor.start()
+            self.space, self.train_batches = setup.space, setup.train_batches
             self._build_optimizer()
             self._replay()
             self.progress.on_start(self.settings.budget, self.state.told)
-            self._ensure_validated(0)  # the baseline's held-out score is always measured
+            self._rescore("validation", 0)  # the baseline's held-out score is always measured
             self._loop()
-            self._checkpoint(final=True)
-            while self.state.validating:
-                self._handle(self.executor.wait())
-            summary = self.summary("finished")
+            self._checkpoint()
+            status = STOPPED_EARLY if self.state.stop_asking else FINISHED
+            summary = self.summary(status)
         except KeyboardInterrupt:
             self.record.write_summary(self.summary("interrupted"))
             raise Interrupted(self.record) from None
@@ -128,10 +150,7 @@ class Run:
 
     # -- optimiser -----------------------------------------------------------------------
     def _build_optimizer(self) -> None:
-        with warnings.catch_warnings():  # cma complains that matplotlib is missing; we never plot through it
-            warnings.filterwarnings("ignore", message="Could not import matplotlib")
-            import nevergrad as ng
-
+        ng = optimizers.nevergrad()
         space = self.space
         assert space is not None
         parametrization = ng.p.Array(init=np.zeros(space.size)).set_mutation(sigma=1.0)
@@ -142,8 +161,10 @@ class Run:
             parametrization.set_bounds(lower=np.maximum(lower, -_UNBOUNDED), upper=np.minimum(upper, _UNBOUNDED),
                                        method="clipping", full_range_sampling=False)
         parametrization.random_state = np.random.RandomState(self.settings.seed)
+        if self.noisy:
+            parametrization.function.deterministic = False
         self.choice = optimizers.build(self.settings.optimizer, parametrization, budget=self.settings.budget,
-                                       workers=self.executor.workers, noisy=self.domain.noisy)
+                                       workers=self.executor.workers, noisy=self.noisy)
         self.choice.optimizer.suggest(np.zeros(space.size))
         for note in self.choice.notes:
             self.progress.on_message(f"optimizer: {note}")
@@ -155,11 +176,29 @@ class Run:
         self.state.pending[self.state.asked] = (candidate, natural)
         self.state.asked += 1
 
-    def _refill(self) -> None:
-        while len(self.state.pending) < self.executor.workers and self.state.asked < self.settings.budget:
+    def _fill(self, submit: bool) -> None:
+        """Keep one asked candidate per worker until the budget is asked."""
+        while (len(self.state.pending) < self.executor.workers and self.state.asked < self.settings.budget
+               and not self.state.stop_asking):
             self._ask()
-            identifier = self.state.asked - 1
-            self.executor.submit(Task(identifier, "train", self.state.pending[identifier][1]))
+            if submit:
+                self._submit_train(self.state.asked - 1)
+
+    def _submit_train(self, identifier: int) -> None:
+        self.executor.submit(Task(identifier, "train", self.state.pending[identifier][1], self._train_batches(identifier)))
+
+    def _train_batches(self, identifier: int) -> tuple[int, ...] | None:
+        return self._round_batches(("round", identifier // self.settings.round_size))
+
+    def _round_batches(self, key: tuple[Any, ...]) -> tuple[int, ...] | None:
+        """The train batches drawn for ``key`` (a round, or one re-evaluation): seeded, so a
+        resumed or repeated run draws the same ones."""
+        wanted = self.settings.batches_per_evaluation
+        if not wanted or wanted >= self.train_batches:
+            return None
+        words = [self.settings.seed, *(hash_word(part) for part in key)]
+        rng = np.random.default_rng(words)
+        return tuple(sorted(int(i) for i in rng.choice(self.train_batches, size=wanted, replace=False)))
 
     def _tell(self, identifier: int, told: float, violations: list[float]) -> None:
         assert self.choice is not None
@@ -172,15 +211,16 @@ class Run:
     # -- resume --------------------------------------------------------------------------
     def _replay(self) -> None:
         """Rebuild the optimiser's state from the record: same asks, same tells, same order."""
+        assert self.space is not None
+        summary = self.record.read_summary()
+        if summary and summary.get("status") in (FINISHED, STOPPED_EARLY):
+            raise UsageError(f"{self.record.path} is already {summary['status'].replace('_', ' ')}: nothing to resume")
+        self._previous_wall = float(summary.get("wall_seconds", 0.0)) if summary else 0.0
         history = self.record.read_lines(HISTORY)
         if len(history) > self.settings.budget:
             raise RunFailed(f"{self.record.path} holds {len(history)} evaluations, more than the budget "
                             f"{self.settings.budget}")
-        summary = self.record.read_summary()
-        self._previous_wall = float(summary.get("wall_seconds", 0.0)) if summary else 0.0
-        workers = self.executor.workers
-        while len(self.state.pending) < workers and self.state.asked < self.settings.budget:
-            self._ask()
+        self._fill(submit=False)
         for entry in history:
             identifier = entry["id"]
             if identifier not in self.state.pending:
@@ -189,34 +229,44 @@ class Run:
             expected = self.state.pending[identifier][1]
             if not np.allclose(expected, self.space.join(entry["values"]), rtol=1e-9, atol=1e-12):
                 raise RunFailed(f"cannot resume {self.record.path}: candidate {identifier} differs from the recorded "
-                                f"one (nevergrad or numpy version changed?)")
+                                f"one (seed, settings, nevergrad or numpy changed?)")
             self._tell(identifier, entry["told"], entry.get("violations") or [])
-            self.state.history.append(entry)
-            while len(self.state.pending) < workers and self.state.asked < self.settings.budget:
-                self._ask()
+            self._remember(entry)
+            self._fill(submit=False)
         for entry in self.record.read_lines(VALIDATION):
             self.state.validation[entry["id"]] = entry
+        for entry in self.record.read_lines(REEVALUATIONS):
+            self.state.reevaluations.setdefault(entry["id"], []).append(entry)
+        self.state.checkpoints = self.record.read_lines(CHECKPOINTS)
         for identifier in sorted(self.state.pending):  # in flight when the run stopped: run again
-            self.executor.submit(Task(identifier, "train", self.state.pending[identifier][1]))
+            self._submit_train(identifier)
         if history:
             self.progress.on_message(f"resumed: {len(history)} evaluations replayed, "
                                      f"{len(self.state.pending)} re-submitted")
 
+    def _remember(self, entry: dict[str, Any]) -> None:
+        self.state.history.append(entry)
+        self.state.by_id[entry["id"]] = entry
+
     # -- the loop ------------------------------------------------------------------------
     def _loop(self) -> None:
-        self._refill()
-        while self.state.told < self.settings.budget:
+        self._fill(submit=True)
+        while self.state.pending or self.state.finished:
             outcomes = self.executor.wait()
-            if not outcomes and not self.state.pending:
+            if not outcomes and not self.state.finished:
                 raise RunFailed("executor has nothing left to run before the budget was spent")
-            self._handle(outcomes)
+            self._collect(outcomes)
+            self._record_ready()
 
-    def _handle(self, outcomes: list[Outcome]) -> None:
+    def _collect(self, outcomes: list[Outcome]) -> None:
+        """Route outcomes: re-scores are recorded at once, train results wait for their turn."""
         for outcome in outcomes:
-            if outcome.split == "validation":
-                self._record_validation(outcome)
-            else:
+            if outcome.split == "train" and outcome.candidate in self.state.pending:
                 self.state.finished[outcome.candidate] = outcome
+            else:
+                self._record_rescore(outcome)
+
+    def _record_ready(self) -> None:
         if self.settings.tell_order == "ask":
             while self.state.pending and min(self.state.pending) in self.state.finished:
                 self._record_train(self.state.finished.pop(min(self.state.pending)))
@@ -225,48 +275,97 @@ class Run:
                 self._record_train(self.state.finished.pop(identifier))
 
     def _record_train(self, outcome: Outcome) -> None:
+        assert self.space is not None
         identifier = outcome.candidate
         natural = self.state.pending[identifier][1]
         told = outcome.loss if outcome.error is None else failure_loss(self.state.worst_finite())
         entry = {
             "id": identifier, "split": "train", "values": _listed(self.space.split(natural)),
-            "loss": outcome.loss, "told": told, "metrics": outcome.metrics, "violations": outcome.violations,
+            "loss": outcome.loss, "loss_se": outcome.loss_se, "told": told, "metrics": outcome.metrics,
+            "violations": outcome.violations, "batches": self._train_batches(identifier),
             "seconds": round(outcome.seconds, 6), "worker": outcome.worker, "error": outcome.error,
         }
         self.record.append(HISTORY, entry)  # durable before the optimiser hears of it
         self._tell(identifier, told, outcome.violations)
-        self.state.history.append(entry)
+        self._remember(entry)
         best = self.state.best_train()
         self.progress.on_result(self.state.told, best["loss"] if best else None)
         if outcome.error is not None:
             self.progress.on_message(f"candidate {identifier} failed: {outcome.error}")
         if self.state.told % self.settings.validate_every == 0 and self.state.told < self.settings.budget:
-            self._checkpoint(final=False)
-        self._refill()
+            self._checkpoint()
+        self._fill(submit=True)
 
-    # -- validation ----------------------------------------------------------------------
-    def _top_k(self) -> list[dict[str, Any]]:
-        return sorted(self.state.successes(), key=lambda e: (e["loss"], e["id"]))[: self.settings.top_k]
+    # -- checkpoints: re-evaluation, validation, early stop ------------------------------
+    def _checkpoint(self) -> None:
+        """Re-score the top candidates (waiting for them), log the trace, maybe stop early."""
+        if self.settings.reevaluations and self.noisy:
+            for entry in self.state.ranked()[: self.settings.top_k]:
+                done = len(self.state.reevaluations.get(entry["id"], []))
+                for repeat in range(done, self.settings.reevaluations):
+                    self._rescore("train", entry["id"], repeat)
+            self._drain_rescores()
+        for entry in self.state.ranked()[: self.settings.top_k]:
+            self._rescore("validation", entry["id"])
+        self._drain_rescores()
+        self._log_checkpoint()
+        self.record.write_summary(self.summary("running"))
 
-    def _checkpoint(self, final: bool) -> None:
-        for entry in self._top_k():
-            self._ensure_validated(entry["id"])
-        self.record.write_summary(self.summary("finished" if final and not self.state.validating else "running"))
-
-    def _ensure_validated(self, identifier: int) -> None:
-        if identifier in self.state.validation or identifier in self.state.validating:
+    def _rescore(self, split: str, identifier: int, repeat: int = 0) -> None:
+        assert self.space is not None
+        key = (split, identifier)
+        if key in self.state.waiting or (split == "validation" and identifier in self.state.validation):
             return
-        values = (self.space.identity if identifier == 0
-                  else self.space.join(next(e for e in self.state.history if e["id"] == identifier)["values"]))
-        self.state.validating.add(identifier)
-        self.executor.submit(Task(identifier, "validation", values))
+        # candidate 0 is re-scored before its train result exists: its values are the identity
+        values = self.space.identity if identifier == 0 else self.space.join(self.state.by_id[identifier]["values"])
+        batches = self._round_batches(("reevaluation", identifier, repeat)) if split == "train" else None
+        self.state.waiting.add(key)
+        self.executor.submit(Task(identifier, split, values, batches))
 
-    def _record_validation(self, outcome: Outcome) -> None:
-        entry = {"id": outcome.candidate, "split": "validation", "loss": outcome.loss, "metrics": outcome.metrics,
+    def _drain_rescores(self) -> None:
+        """Wait for re-scores; train results arriving meanwhile wait for their turn."""
+        while self.state.waiting:
+            self._collect(self.executor.wait())
+
+    def _record_rescore(self, outcome: Outcome) -> None:
+        entry = {"id": outcome.candidate, "split": outcome.split, "loss": outcome.loss, "loss_se": outcome.loss_se,
+                 "metrics": outcome.metrics, "standard_errors": outcome.standard_errors,
                  "seconds": round(outcome.seconds, 6), "worker": outcome.worker, "error": outcome.error}
-        self.record.append(VALIDATION, entry)
-        self.state.validating.discard(outcome.candidate)
-        self.state.validation[outcome.candidate] = entry
+        self.state.waiting.discard((outcome.split, outcome.candidate))
+        if outcome.split == "validation":
+            self.record.append(VALIDATION, entry)
+            self.state.validation[outcome.candidate] = entry
+        else:
+            self.record.append(REEVALUATIONS, entry)
+            self.state.reevaluations.setdefault(outcome.candidate, []).append(entry)
+
+    def _log_checkpoint(self) -> None:
+        chosen = self.chosen()
+        best_train = self.state.best_train()
+        validated = [v["loss"] for v in self.state.validation.values() if v["error"] is None]
+        point = {
+            "evaluations": self.state.told,
+            "best_train_loss": self.state.train_loss(best_train["id"]) if best_train else None,
+            "best_validation_loss": min(validated) if validated else None,
+            "chosen": chosen["id"] if chosen else None,
+            "chosen_train_loss": self.state.train_loss(chosen["id"]) if chosen else None,
+            "chosen_validation_loss": self._validation_loss(chosen["id"]) if chosen else None,
+        }
+        if self.state.checkpoints and self.state.checkpoints[-1]["evaluations"] == point["evaluations"]:
+            return  # the final checkpoint of a run that ended on a checkpoint
+        self.record.append(CHECKPOINTS, point)
+        self.state.checkpoints.append(point)
+        patience = self.settings.patience
+        if patience and len(self.state.checkpoints) > patience:
+            recent = [c["best_validation_loss"] for c in self.state.checkpoints[-patience - 1:]]
+            if all(value is not None and value >= recent[0] for value in recent[1:]):
+                self.state.stop_asking = True
+                self.progress.on_message(f"stopping early: validation loss has not improved for {patience} "
+                                         f"checkpoints")
+
+    def _validation_loss(self, identifier: int) -> float | None:
+        entry = self.state.validation.get(identifier)
+        return entry["loss"] if entry and entry["error"] is None else None
 
     # -- results -------------------------------------------------------------------------
     def chosen(self) -> dict[str, Any] | None:
@@ -274,23 +373,23 @@ class Run:
         included, so no change wins when nothing generalises), or the best train loss."""
         if self.settings.selection == "train":
             return self.state.best_train()
-        scored = [v for v in self.state.validation.values() if v["error"] is None]
+        scored = [v for v in self.state.validation.values() if v["error"] is None and v["id"] in self.state.by_id]
         if not scored:
             return self.state.best_train()
         best = min(scored, key=lambda v: (v["loss"], v["id"]))
-        return next((e for e in self.state.history if e["id"] == best["id"]), None)
+        return self.state.by_id[best["id"]]
 
     def summary(self, status: str) -> dict[str, Any]:
         assert self.space is not None and self.choice is not None
         history = self.state.history
-        baseline = next((e for e in history if e["id"] == 0), None)
+        baseline = self.state.by_id.get(0)
         best = self.chosen()
         baseline_val = self.state.validation.get(0)
         best_val = self.state.validation.get(best["id"]) if best else None
         improvement = None
         if baseline_val and best_val and baseline_val["error"] is None and best_val["error"] is None:
             improvement = (baseline_val["loss"] - best_val["loss"]) / max(abs(baseline_val["loss"]), 1e-12)
-        evaluation_seconds = sum(e["seconds"] for e in history) + sum(v["seconds"] for v in self.state.validation.values())
+        rescored = [*self.state.validation.values(), *(e for r in self.state.reevaluations.values() for e in r)]
         return {
             "domain": self.config.domain,
             "status": status,
@@ -298,26 +397,46 @@ class Run:
             "budget": self.settings.budget,
             "evaluations": len(history),
             "failed_evaluations": sum(1 for e in history if e["error"] is not None),
-            "validation_evaluations": len(self.state.validation),
+            "rescore_evaluations": len(rescored),
             "wall_seconds": round(self._previous_wall + time.monotonic() - self._started, 3),
-            "evaluation_seconds": round(evaluation_seconds, 3),
+            "evaluation_seconds": round(sum(e["seconds"] for e in [*history, *rescored]), 3),
             "executor": self.executor.name,
             "workers": self.executor.workers,
             "seed": self.settings.seed,
+            "noisy": self.noisy,
             "selection": self.settings.selection,
             "parameters": {"count": self.space.size, "knobs": list(self.space.specs)},
-            "baseline": {"id": 0, "train": _split_figures(baseline), "validation": _split_figures(baseline_val)},
-            "best": {"id": best["id"] if best else None, "train": _split_figures(best),
-                     "validation": _split_figures(best_val), "values": best["values"] if best else None},
+            "baseline": {"id": 0, "train": self._figures(baseline), "validation": _figures(baseline_val)},
+            "best": {"id": best["id"] if best else None, "train": self._figures(best),
+                     "validation": _figures(best_val), "values": best["values"] if best else None},
             "improvement": {"validation_loss_relative": improvement},
+            "checkpoints": self.state.checkpoints,
         }
 
+    def _figures(self, entry: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Train figures of a candidate; with re-evaluations the loss is their mean."""
+        figures = _figures(entry)
+        if figures is not None and entry is not None and entry["error"] is None:
+            repeats = [e for e in self.state.reevaluations.get(entry["id"], []) if e["error"] is None]
+            if repeats:
+                losses = [entry["loss"], *(e["loss"] for e in repeats)]
+                figures["loss"] = sum(losses) / len(losses)
+                figures["loss_se"] = float(np.std(losses, ddof=1) / np.sqrt(len(losses)))
+                figures["evaluations"] = len(losses)
+        return figures
 
-def _split_figures(entry: dict[str, Any] | None) -> dict[str, Any] | None:
+
+def _figures(entry: dict[str, Any] | None) -> dict[str, Any] | None:
     if entry is None:
         return None
-    return {"loss": entry["loss"], "metrics": entry["metrics"], "error": entry["error"]}
+    return {"loss": entry["loss"], "loss_se": entry.get("loss_se"), "metrics": entry["metrics"],
+            "standard_errors": entry.get("standard_errors", {}), "error": entry["error"]}
 
 
 def _listed(values: dict[str, np.ndarray]) -> dict[str, list[float]]:
     return {name: [float(v) for v in array] for name, array in values.items()}
+
+
+def hash_word(part: Any) -> int:
+    """A stable non-negative integer for a seed word (``hash`` of a str changes per process)."""
+    return part if isinstance(part, int) else zlib.crc32(str(part).encode())

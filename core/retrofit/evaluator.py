@@ -28,11 +28,24 @@ SPLITS = ("train", "validation")
 
 @dataclass(frozen=True)
 class Task:
-    """One evaluation to run: candidate ``candidate`` with natural ``values`` on ``split``."""
+    """One evaluation to run: candidate ``candidate`` with natural ``values`` on ``split``.
+
+    ``batches`` selects a subset of the split's batches by index (``None``: all of them); the
+    engine gives every candidate of a round the same subset (common random numbers).
+    """
 
     candidate: int
     split: str
     values: np.ndarray
+    batches: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What the engine learns from a freshly built evaluator."""
+
+    space: Space
+    train_batches: int
 
 
 @dataclass
@@ -44,6 +57,8 @@ class Outcome:
     loss: float | None
     metrics: dict[str, float] = field(default_factory=dict)
     violations: list[float] = field(default_factory=list)
+    loss_se: float | None = None
+    standard_errors: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     worker: str = ""
     error: str | None = None
@@ -69,6 +84,9 @@ class Evaluator:
     def space(self) -> Space:
         return self.knobs.space
 
+    def setup(self) -> Setup:
+        return Setup(space=self.space, train_batches=len(self.batches("train")))
+
     def batches(self, split: str) -> Sequence[Any]:
         """The batches of ``split``, asked of the domain once and kept."""
         if split not in self._batches:
@@ -84,6 +102,8 @@ class Evaluator:
         outcome = Outcome(candidate=task.candidate, split=task.split, loss=None, worker=worker_name())
         try:
             batches = self.batches(task.split)
+            if task.batches is not None:
+                batches = [batches[index] for index in task.batches]
             with self.knobs.applied(task.values):
                 per_batch = [self._evaluate_batch(batch, index) for index, batch in enumerate(batches)]
             aggregate = self.plugins.call("retrofit_aggregate", domain=self.domain, metrics=per_batch,
@@ -92,6 +112,8 @@ class Evaluator:
                 raise PluginError(f"retrofit_aggregate returned {type(aggregate).__name__}, not retrofit.Aggregate")
             outcome.metrics = {name: float(value) for name, value in aggregate.metrics.items()}
             outcome.violations = [float(v) for v in aggregate.violations]
+            outcome.loss_se = None if aggregate.loss_se is None else float(aggregate.loss_se)
+            outcome.standard_errors = {name: float(v) for name, v in aggregate.standard_errors.items()}
             if not math.isfinite(float(aggregate.loss)):
                 raise ValueError(f"loss is {aggregate.loss}")
             outcome.loss = float(aggregate.loss)

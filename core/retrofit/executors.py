@@ -22,8 +22,7 @@ from typing import Any, Protocol
 
 from retrofit.config import Config
 from retrofit.errors import RetrofitError, RunFailed, UsageError
-from retrofit.evaluator import Evaluator, Outcome, Task, worker_name
-from retrofit.knobs import Space
+from retrofit.evaluator import Evaluator, Outcome, Setup, Task, worker_name
 
 _STARTUP_TIMEOUT = 600.0
 
@@ -34,8 +33,8 @@ class Executor(Protocol):
     name: str
     workers: int
 
-    def start(self) -> Space:
-        """Load the model wherever evaluations run; return the knobs' search space."""
+    def start(self) -> Setup:
+        """Load the model wherever evaluations run; return its search space and batch count."""
 
     def submit(self, task: Task) -> None:
         """Queue a task; it runs when a worker is free."""
@@ -58,10 +57,10 @@ class SerialExecutor:
         self.evaluator = evaluator
         self.queue: collections.deque[Task] = collections.deque()
 
-    def start(self) -> Space:
+    def start(self) -> Setup:
         if self.evaluator is None:
             self.evaluator = Evaluator(self.config)
-        return self.evaluator.space
+        return self.evaluator.setup()
 
     def submit(self, task: Task) -> None:
         self.queue.append(task)
@@ -79,7 +78,7 @@ def _worker_main(connection: Connection, config: Config) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's business
     try:
         evaluator = Evaluator(config)
-        connection.send(("ready", evaluator.space))
+        connection.send(("ready", evaluator.setup()))
     except BaseException as error:
         kind = "usage" if isinstance(error, UsageError) else "failed"
         connection.send((kind, f"{type(error).__name__}: {error}" if kind == "failed" else str(error)))
@@ -91,7 +90,11 @@ def _worker_main(connection: Connection, config: Config) -> None:
             return
         if task is None:
             return
-        connection.send(evaluator.evaluate(task))
+        outcome = evaluator.evaluate(task)
+        try:
+            connection.send(outcome)
+        except (BrokenPipeError, OSError):  # the main process died mid-evaluation
+            return
 
 
 class _Worker:
@@ -133,12 +136,12 @@ class LocalPoolExecutor:
         self.restarts = 0
 
     # -- lifecycle -----------------------------------------------------------------------
-    def start(self) -> Space:
+    def start(self) -> Setup:
         self._pool = [_Worker(self._context, self.config, index) for index in range(self.workers)]
-        spaces = [self._await_ready(worker) for worker in self._pool]
-        return spaces[0]
+        setups = [self._await_ready(worker) for worker in self._pool]
+        return setups[0]
 
-    def _await_ready(self, worker: _Worker) -> Space:
+    def _await_ready(self, worker: _Worker) -> Setup:
         if not worker.connection.poll(_STARTUP_TIMEOUT):
             self.close()
             raise RunFailed(f"worker {worker.index} did not start within {_STARTUP_TIMEOUT:.0f} s")

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # imported for annotations only: the CLI start-up path stays 
 
     from retrofit.config import Config
     from retrofit.domain import Domain
-    from retrofit.knobs import Knob
+    from retrofit.knobs import Knob, ProbeGroup
     from retrofit.objective import Aggregate
 
 PROJECT = "retrofit"
@@ -107,6 +107,18 @@ def retrofit_aggregate(domain: str, metrics: Sequence[Mapping[str, float]], conf
     returns the weighted sum with the weights of ``config.objective``. Implement this to
     use another reduction (a quantile, a ratio of sums such as kills per life) or to add
     constraint violations.
+    """
+
+
+@hookspec(firstresult=True)
+def retrofit_probe_groups(domain: str, model: Any, config: Config) -> Sequence[ProbeGroup] | None:
+    """Offer candidate parameter groups for ``retrofit <domain> probe`` to rank by sensitivity.
+
+    Each :class:`retrofit.knobs.ProbeGroup` is a name and the knobs that would expose it
+    (e.g. the channel gains of one layer, or its bias). The probe perturbs each group around
+    the identity on a few train batches and ranks groups by how much the loss moves. The core
+    answers for torch models (every layer's channel gains, biases and output gains); without
+    an answer, each knob from :func:`retrofit_expose_parameters` is probed as its own group.
     """
 
 

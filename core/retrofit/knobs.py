@@ -55,6 +55,18 @@ class Knob(abc.ABC):
                 "sigma": self.sigma, "lower": self.lower, "upper": self.upper}
 
 
+@dataclass(frozen=True)
+class ProbeGroup:
+    """A candidate set of parameters for the sensitivity probe: a name and its knobs."""
+
+    name: str
+    knobs: tuple[Knob, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(knob.size for knob in self.knobs)
+
+
 class ArrayKnob(Knob):
     """A knob over a plain numpy array that the model reads (used by simple models and tests).
 

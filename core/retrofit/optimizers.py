@@ -18,6 +18,7 @@ choice that would hit a trap by a safe one. What was requested and what actually
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,16 +49,24 @@ class OptimizerChoice:
         return {"requested": self.requested, "used": self.used, "chain": self.chain, "notes": self.notes}
 
 
+def nevergrad() -> Any:
+    """Import nevergrad without cma's warning that matplotlib is missing (we never plot through it)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Could not import matplotlib")
+        import nevergrad as ng
+    return ng
+
+
 def available() -> list[str]:
     """Names accepted by ``--optimizer`` (nevergrad's registry plus ``auto``)."""
-    import nevergrad as ng
+    ng = nevergrad()
 
     return [AUTO, *sorted(ng.optimizers.registry)]
 
 
 def build(name: str, parametrization: Any, *, budget: int, workers: int, noisy: bool) -> OptimizerChoice:
     """Create the optimiser ``name`` (or the ``auto`` choice) on ``parametrization``."""
-    import nevergrad as ng
+    ng = nevergrad()
 
     notes: list[str] = []
     chosen = name

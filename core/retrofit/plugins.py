@@ -34,6 +34,8 @@ DISABLE_ENV = "RETROFIT_DISABLE_PLUGINS"
 STRICT_ENV = "RETROFIT_STRICT_PLUGINS"
 # The core's own hook implementations: the default loss, the torch exporter, the toy domain.
 BUILTINS = {"objective": "retrofit.objective", "nn": "retrofit.nn.plugin", "toy": "retrofit.toy"}
+# A domain is also a config section and a top-level command: these names are taken.
+RESERVED_DOMAIN_NAMES = frozenset({"run", "objective", "plugins", "optimizers", "report"})
 
 
 @dataclass
@@ -101,7 +103,8 @@ def load(*, extra: Iterable[ModuleType | object] = (), environ: dict[str, str] |
         info.status, info.error = "failed", message
         if strict:
             raise PluginError(message)
-        print(f"retrofit: warning: {message} (disable it with {DISABLE_ENV}={info.name})", file=sys.stderr)
+        if not _in_worker_process():  # the parent process has already said it once
+            print(f"retrofit: warning: {message} (disable it with {DISABLE_ENV}={info.name})", file=sys.stderr)
 
     for name, module_name in BUILTINS.items():
         info = PluginInfo(name=name, distribution="retrofit-core", version=_core_version())
@@ -133,13 +136,19 @@ def load(*, extra: Iterable[ModuleType | object] = (), environ: dict[str, str] |
 
     for plugin in extra:
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
-        manager.register(plugin, name=name)
+        try:
+            manager.register(plugin, name=name)
+        except (ValueError, pluggy.PluginValidationError) as error:
+            raise PluginError(f"cannot register plugin {name!r}: {error}") from None
         infos.append(PluginInfo(name=name, distribution="(registered in code)", version=""))
 
     try:
         manager.check_pending()  # a misspelled hook name fails loudly
     except pluggy.PluginValidationError as error:
-        raise PluginError(f"plugin implements an unknown hook: {error}") from None
+        culprit = next((i for i in infos if i.status == "loaded" and manager.get_plugin(i.name) is error.plugin), None)
+        who = f"plugin {culprit.name!r} from {culprit.distribution} {culprit.version}".rstrip() if culprit else "a plugin"
+        unknown = str(error).split(" in plugin ")[0]
+        raise PluginError(f"{who} implements an {unknown}: no such retrofit hook (misspelled?)") from None
 
     domains = _collect_domains(manager, {info.name: info for info in infos}, fail)
     for info in infos:
@@ -159,6 +168,8 @@ def _collect_domains(manager: pluggy.PluginManager, infos: dict[str, PluginInfo]
         def register(domain: Domain, _info: PluginInfo = info) -> None:
             if not isinstance(domain, Domain):
                 raise PluginError(f"register() expects a retrofit.Domain, got {type(domain).__name__}")
+            if domain.name in RESERVED_DOMAIN_NAMES:
+                raise PluginError(f"domain name {domain.name!r} is reserved by retrofit itself")
             if domain.name in domains:
                 other = next((i for i in infos.values() if domain.name in i.domains), None)
                 raise PluginError(f"domain {domain.name!r} is declared twice: by {_info.distribution} and by "
@@ -169,9 +180,22 @@ def _collect_domains(manager: pluggy.PluginManager, infos: dict[str, PluginInfo]
         try:
             impl.function(register=register)
         except Exception as error:
+            # A failed plugin takes no part: drop what it declared and stop asking its hooks,
+            # or it could still answer (firstresult) for a domain another plugin owns.
+            for name in info.domains:
+                domains.pop(name, None)
+            info.domains.clear()
+            if manager.get_plugin(impl.plugin_name) is not None:
+                manager.unregister(name=impl.plugin_name)
             fail(info, f"plugin {info.name!r} from {info.distribution} raised in retrofit_register_domains: "
                        f"{type(error).__name__}: {error}")
     return domains
+
+
+def _in_worker_process() -> bool:
+    """Whether this is a worker process started by ``multiprocessing`` (which reloads plugins)."""
+    multiprocessing = sys.modules.get("multiprocessing")
+    return multiprocessing is not None and multiprocessing.parent_process() is not None
 
 
 def _core_version() -> str:

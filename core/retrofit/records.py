@@ -6,6 +6,8 @@
       config.toml        the resolved configuration (what `--resume` reuses)
       history.jsonl      one line per train evaluation, in the order told to the optimiser
       validation.jsonl   one line per validation re-score
+      reevaluations.jsonl  extra train evaluations of top candidates (noisy objectives)
+      checkpoints.jsonl  best train and validation loss at every checkpoint (the overfitting trace)
       summary.json       key figures; rewritten at every checkpoint and at the end
 
 The optimiser's state is the history itself: on resume the engine rebuilds the optimiser
@@ -35,6 +37,8 @@ from retrofit.errors import UsageError
 CONFIG = "config.toml"
 HISTORY = "history.jsonl"
 VALIDATION = "validation.jsonl"
+REEVALUATIONS = "reevaluations.jsonl"
+CHECKPOINTS = "checkpoints.jsonl"
 SUMMARY = "summary.json"
 
 

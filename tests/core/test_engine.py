@@ -118,3 +118,53 @@ def test_identity_values_leave_the_model_unchanged():
     before = evaluator.model.gains.copy()
     evaluator.evaluate(Task(1, "train", evaluator.space.identity * 2))
     assert np.array_equal(evaluator.model.gains, before)
+
+
+# -- noise and overfitting control ---------------------------------------------------------
+NOISY = {"toy.train_batches": 12, "batches_per_evaluation": 2, "round_size": 4}
+
+
+def test_candidates_of_a_round_share_their_batches(toy_run):
+    summary, run_dir = toy_run(budget=24, **NOISY)
+    entries = history(run_dir)
+    by_round: dict[int, set] = {}
+    for entry in entries:
+        assert len(entry["batches"]) == 2
+        by_round.setdefault(entry["id"] // 4, set()).add(tuple(entry["batches"]))
+    assert all(len(subsets) == 1 for subsets in by_round.values())  # common random numbers
+    assert len({next(iter(s)) for s in by_round.values()}) > 1  # rounds draw afresh
+    assert summary["noisy"] and summary["optimizer"]["used"] == "TBPSA"
+
+
+def test_top_candidates_are_reevaluated_and_averaged(toy_run):
+    summary, run_dir = toy_run(budget=30, validate_every=10, top_k=2, reevaluations=2, **NOISY)
+    lines = (run_dir / "reevaluations.jsonl").read_text().splitlines()
+    assert len(lines) >= 2 * 2
+    best_train = summary["best"]["train"]
+    if summary["best"]["id"] != 0:
+        assert best_train["evaluations"] == 3 and best_train["loss_se"] is not None
+
+
+def test_standard_errors_are_reported(toy_run):
+    summary, run_dir = toy_run(budget=10)
+    assert history(run_dir)[0]["loss_se"] > 0
+    assert summary["baseline"]["validation"]["loss_se"] > 0
+    assert set(summary["baseline"]["validation"]["standard_errors"]) == {"error_rate", "accuracy"}
+
+
+def test_the_train_validation_trace_is_recorded_at_every_checkpoint(toy_run):
+    summary, run_dir = toy_run(budget=40, validate_every=10)
+    trace = summary["checkpoints"]
+    assert [point["evaluations"] for point in trace] == [10, 20, 30, 40]
+    for point in trace:
+        assert point["best_train_loss"] <= point["chosen_train_loss"]
+        assert point["chosen_validation_loss"] is not None
+    assert len((run_dir / "checkpoints.jsonl").read_text().splitlines()) == 4
+
+
+def test_early_stop_when_validation_stops_improving(toy_run):
+    summary, run_dir = toy_run(budget=600, validate_every=10, patience=2, **{"toy.dim": 2})
+    assert summary["status"] == "stopped_early"
+    assert summary["evaluations"] < 600 == summary["budget"]
+    losses = [point["best_validation_loss"] for point in summary["checkpoints"]]
+    assert losses[-1] == losses[-3]

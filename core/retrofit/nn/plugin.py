@@ -1,4 +1,4 @@
-"""The ``retrofit_export`` implementation for torch models.
+"""The ``retrofit_export`` and ``retrofit_probe_groups`` implementations for torch models.
 
 Importing this module does not import torch: the core registers it for every command, and
 it only looks at the model when torch is already loaded (a torch model implies it is).
@@ -15,7 +15,7 @@ from retrofit import hookimpl
 from retrofit.errors import UsageError
 
 if TYPE_CHECKING:
-    from retrofit.knobs import Knob
+    from retrofit.knobs import Knob, ProbeGroup
 
 #: checkpoint suffixes this plugin writes as a ``torch.save``d state_dict
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin")
@@ -50,3 +50,21 @@ def retrofit_export(domain: str, model: Any, knobs: Sequence[Knob], values: Mapp
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, output)
     return output
+
+
+@hookimpl(trylast=True)
+def retrofit_probe_groups(model: Any) -> list[ProbeGroup] | None:
+    """Every layer's channel gains, biases and output gains (:func:`retrofit.nn.probe.torch_groups`).
+
+    Registered ``trylast``: a domain plugin that knows better groups for its model answers first.
+    Returns None when the model is not an ``nn.Module``.
+    """
+    if "torch" not in sys.modules:
+        return None
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        return None
+    from retrofit.nn.probe import torch_groups
+
+    return torch_groups(model)
