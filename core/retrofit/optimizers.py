@@ -50,10 +50,11 @@ class OptimizerChoice:
 
 
 def nevergrad() -> Any:
-    """Import nevergrad without cma's warning that matplotlib is missing (we never plot through it)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Could not import matplotlib")
-        import nevergrad as ng
+    """Import nevergrad, silencing cma's warning that matplotlib is missing (we never plot
+    through cma). nevergrad imports cma lazily, at the first ask, hence a lasting filter."""
+    warnings.filterwarnings("ignore", message="Could not import matplotlib.pyplot", category=UserWarning)
+    import nevergrad as ng
+
     return ng
 
 
