@@ -1,10 +1,11 @@
 """Run configuration: defaults, a TOML file and command-line overrides, validated.
 
-Three sections, lowest precedence first: built-in defaults (the core's, then the domain's),
+Four sections, lowest precedence first: built-in defaults (the core's, then the domain's),
 the ``--config`` file, then command-line flags and ``--set section.key=value``::
 
     [run]            # how to search: budget, workers, optimizer, seed, ...
     [objective]      # metric weights of the loss, e.g. bad_pixel_rate = 1.0
+    [constraints]    # metric = condition, e.g. pass_rate = ">= baseline - 0.01"
     [<domain>]       # the domain's own options, e.g. [depth] threshold = 1.25
 
 Every error names the offending key, with a suggestion when it looks like a typo.
@@ -49,6 +50,7 @@ class RunSettings:
     round_size: int = 8
     reevaluations: int = 0
     patience: int = 0
+    multiobjective: bool = False
 
     def resolved_workers(self) -> int:
         if self.executor == "serial":
@@ -73,6 +75,7 @@ RUN_HELP = {
     "round_size": "consecutive candidates that share the same drawn batches (common random numbers)",
     "reevaluations": "extra train evaluations of each top candidate at every checkpoint, averaged with the first",
     "patience": "stop after this many checkpoints without a better validation loss; 0 never stops early",
+    "multiobjective": "give the optimiser each weighted metric as its own objective and keep the Pareto front",
 }
 _CHOICES = {"executor": EXECUTORS, "selection": SELECTIONS, "tell_order": TELL_ORDERS}
 
@@ -85,10 +88,12 @@ class Config:
     run: RunSettings = field(default_factory=RunSettings)
     objective: Mapping[str, float] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
+    constraints: Mapping[str, str] = field(default_factory=dict)
 
     def as_toml_dict(self) -> dict[str, Any]:
-        """The three sections, as written to a run directory's ``config.toml``."""
-        return {"run": asdict(self.run), "objective": dict(self.objective), self.domain: dict(self.options)}
+        """The sections, as written to a run directory's ``config.toml``."""
+        return {"run": asdict(self.run), "objective": dict(self.objective), "constraints": dict(self.constraints),
+                self.domain: dict(self.options)}
 
 
 def resolve(domain: Domain, file: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
@@ -96,6 +101,7 @@ def resolve(domain: Domain, file: Path | None = None, overrides: Mapping[str, An
     sections: dict[str, dict[str, Any]] = {
         "run": {**asdict(RunSettings()), **domain.run_defaults},
         "objective": dict(domain.objective),
+        "constraints": {},
         domain.name: domain.defaults(),
     }
     if file is not None:
@@ -110,7 +116,8 @@ def resolve(domain: Domain, file: Path | None = None, overrides: Mapping[str, An
     run = RunSettings(**sections["run"])
     _check_run(run)
     _check_choices(domain, sections[domain.name])
-    return Config(domain=domain.name, run=run, objective=sections["objective"], options=sections[domain.name])
+    return Config(domain=domain.name, run=run, objective=sections["objective"], options=sections[domain.name],
+                  constraints=sections["constraints"])
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -147,6 +154,12 @@ def _merge(sections: dict[str, dict[str, Any]], incoming: Mapping[str, Any], dom
             raise ConfigError(f"{source}: [{section}] must be a table, got {type(table).__name__}")
         for key, value in table.items():
             name = f"{section}.{_printable(key)}"
+            if section == "constraints":  # any metric may be constrained
+                from retrofit.reductions import parse_constraint
+
+                parse_constraint(f"{key} {value}" if isinstance(value, str) else value, where=f"{source}: {name}")
+                sections[section][key] = value
+                continue
             if section == "objective":  # any metric name may carry a weight
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
                     raise ConfigError(f"{source}: {name} must be a finite number (a metric weight), got {value!r}")

@@ -38,11 +38,9 @@ from retrofit.evaluator import Outcome, Task
 from retrofit.executors import Executor
 from retrofit.knobs import Space
 from retrofit.objective import failure_loss
+from retrofit.reductions import Constraint, constraint_violations, parse_constraint, pareto_front
 from retrofit.records import CHECKPOINTS, HISTORY, REEVALUATIONS, VALIDATION, RunRecord
 
-# Normalised coordinates are in units of a knob's sigma; a knob without bounds gets this
-# box so that optimisers that need finite bounds still work.
-_UNBOUNDED = 1e3
 FINISHED, STOPPED_EARLY = "finished", "stopped_early"
 
 
@@ -115,6 +113,11 @@ class Run:
         self.progress = progress or Progress()
         self.settings = config.run
         self.noisy = domain.noisy or self.settings.batches_per_evaluation > 0
+        self.constraints: list[Constraint] = [parse_constraint(f"{metric} {condition}", where=f"constraints.{metric}")
+                                              for metric, condition in config.constraints.items()]
+        if any(c.bound.needs_baseline for c in self.constraints) and self.settings.tell_order != "ask":
+            raise UsageError("constraints relative to the baseline need run.tell_order = \"ask\" "
+                             "(the baseline must be measured before other candidates are told)")
         self.state = _State()
         self.space: Space | None = None
         self.train_batches = 0
@@ -150,17 +153,9 @@ class Run:
 
     # -- optimiser -----------------------------------------------------------------------
     def _build_optimizer(self) -> None:
-        ng = optimizers.nevergrad()
         space = self.space
         assert space is not None
-        parametrization = ng.p.Array(init=np.zeros(space.size)).set_mutation(sigma=1.0)
-        lower, upper = space.normalised_bounds()
-        if np.isfinite(lower).any() or np.isfinite(upper).any():
-            # clipping keeps the start at identity: full-range sampling would throw the first
-            # candidates anywhere in the box (DESIGN.md, nevergrad facts)
-            parametrization.set_bounds(lower=np.maximum(lower, -_UNBOUNDED), upper=np.minimum(upper, _UNBOUNDED),
-                                       method="clipping", full_range_sampling=False)
-        parametrization.random_state = np.random.RandomState(self.settings.seed)
+        parametrization = space.parametrization(seed=self.settings.seed)
         if self.noisy:
             parametrization.function.deterministic = False
         self.choice = optimizers.build(self.settings.optimizer, parametrization, budget=self.settings.budget,
@@ -200,7 +195,17 @@ class Run:
         rng = np.random.default_rng(words)
         return tuple(sorted(int(i) for i in rng.choice(self.train_batches, size=wanted, replace=False)))
 
-    def _tell(self, identifier: int, told: float, violations: list[float]) -> None:
+    def _told(self, outcome: Outcome) -> float | list[float]:
+        """What the optimiser hears: the loss, or one weighted term per objective metric in a
+        multi-objective run; a failure gets a penalty worse than anything seen so far."""
+        if not self.settings.multiobjective:
+            return outcome.loss if outcome.error is None else failure_loss(self.state.worst_finite())
+        if outcome.error is None:
+            return [weight * outcome.metrics[name] for name, weight in self.config.objective.items()]
+        seen = [e["told"] for e in self.state.successes()]
+        return [failure_loss(max((told[k] for told in seen), default=None)) for k in range(len(self.config.objective))]
+
+    def _tell(self, identifier: int, told: float | list[float], violations: list[float]) -> None:
         assert self.choice is not None
         candidate, _ = self.state.pending.pop(identifier)
         if violations:
@@ -278,15 +283,19 @@ class Run:
         assert self.space is not None
         identifier = outcome.candidate
         natural = self.state.pending[identifier][1]
-        told = outcome.loss if outcome.error is None else failure_loss(self.state.worst_finite())
+        violations = list(outcome.violations)
+        if outcome.error is None and self.constraints:
+            baseline = self.state.by_id[0]["metrics"] if identifier != 0 else outcome.metrics
+            violations += constraint_violations(outcome.metrics, self.constraints, baseline)
+        told = self._told(outcome)
         entry = {
             "id": identifier, "split": "train", "values": _listed(self.space.split(natural)),
             "loss": outcome.loss, "loss_se": outcome.loss_se, "told": told, "metrics": outcome.metrics,
-            "violations": outcome.violations, "batches": self._train_batches(identifier),
+            "violations": violations, "batches": self._train_batches(identifier),
             "seconds": round(outcome.seconds, 6), "worker": outcome.worker, "error": outcome.error,
         }
         self.record.append(HISTORY, entry)  # durable before the optimiser hears of it
-        self._tell(identifier, told, outcome.violations)
+        self._tell(identifier, told, violations)
         self._remember(entry)
         best = self.state.best_train()
         self.progress.on_result(self.state.told, best["loss"] if best else None)
@@ -372,12 +381,29 @@ class Run:
         """The result: lowest validation loss among the re-scored candidates (candidate 0
         included, so no change wins when nothing generalises), or the best train loss."""
         if self.settings.selection == "train":
-            return self.state.best_train()
-        scored = [v for v in self.state.validation.values() if v["error"] is None and v["id"] in self.state.by_id]
+            feasible = [e for e in self.state.ranked() if not any(v > 0 for v in e["violations"])]
+            return feasible[0] if feasible else self.state.by_id.get(0)
+        scored = [v for v in self.state.validation.values() if v["error"] is None and v["id"] in self.state.by_id
+                  and self._feasible_on_validation(v)]
         if not scored:
             return self.state.best_train()
         best = min(scored, key=lambda v: (v["loss"], v["id"]))
         return self.state.by_id[best["id"]]
+
+    def _feasible_on_validation(self, entry: dict[str, Any]) -> bool:
+        """Does a validation re-score satisfy the constraints (against the baseline's validation)?"""
+        baseline = self.state.validation.get(0)
+        if not self.constraints or baseline is None or baseline["error"] is not None:
+            return True
+        return not any(v > 0 for v in constraint_violations(entry["metrics"], self.constraints, baseline["metrics"]))
+
+    def pareto(self) -> list[dict[str, Any]]:
+        """The non-dominated train candidates of a multi-objective run."""
+        successes = self.state.successes()
+        if not self.settings.multiobjective or not successes:
+            return []
+        front = pareto_front([entry["told"] for entry in successes])
+        return [{"id": successes[i]["id"], "objectives": successes[i]["told"]} for i in front]
 
     def summary(self, status: str) -> dict[str, Any]:
         assert self.space is not None and self.choice is not None
@@ -411,6 +437,8 @@ class Run:
                      "validation": _figures(best_val), "values": best["values"] if best else None},
             "improvement": {"validation_loss_relative": improvement},
             "checkpoints": self.state.checkpoints,
+            "constraints": [str(c) for c in self.constraints],
+            "pareto": self.pareto(),
         }
 
     def _figures(self, entry: dict[str, Any] | None) -> dict[str, Any] | None:

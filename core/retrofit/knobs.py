@@ -22,6 +22,8 @@ import numpy as np
 
 from retrofit.errors import PluginError, UsageError
 
+_UNBOUNDED = 1e3  # normalised units, i.e. sigmas
+
 
 class Knob(abc.ABC):
     """A reparametrisation of part of a model, starting at the identity.
@@ -118,6 +120,26 @@ class Space:
     def to_natural(self, x: np.ndarray) -> np.ndarray:
         """Map a normalised vector to natural knob values."""
         return np.clip(self.identity + self.sigma * np.asarray(x, dtype=float), self.lower, self.upper)
+
+    def parametrization(self, seed: int | None = None) -> Any:
+        """The nevergrad parametrisation of this space: one flat ``ng.p.Array`` of normalised
+        coordinates, starting at 0 (the identity) with step 1 (each knob's sigma).
+
+        Bounds clip instead of widening the first samples: with nevergrad's default
+        ``full_range_sampling`` DE, PSO or random search would start anywhere in the box,
+        far from the pretrained model.
+        """
+        from retrofit.optimizers import nevergrad
+
+        ng = nevergrad()
+        array = ng.p.Array(init=np.zeros(self.size)).set_mutation(sigma=1.0)
+        lower, upper = self.normalised_bounds()
+        if np.isfinite(lower).any() or np.isfinite(upper).any():
+            # optimisers that need a finite box get +-1000 sigmas where a knob is unbounded
+            array.set_bounds(lower=np.maximum(lower, -_UNBOUNDED), upper=np.minimum(upper, _UNBOUNDED),
+                             method="clipping", full_range_sampling=False)
+        array.random_state = np.random.RandomState(seed)
+        return array
 
     def to_normalised(self, natural: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`to_natural` inside the bounds."""

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from retrofit import hookimpl
 from retrofit.config import Config
-from retrofit.errors import ConfigError
+from retrofit.reductions import Reducer, reduce_metrics, standard_errors, weighted_sum
 
 
 @dataclass(frozen=True)
@@ -28,48 +27,21 @@ class Aggregate:
     standard_errors: Mapping[str, float] = field(default_factory=dict)
 
 
-def mean_metrics(metrics: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    """Average each metric over the batches that report it."""
-    names = sorted({name for batch in metrics for name in batch})
-    return {name: sum(b[name] for b in metrics if name in b) / sum(1 for b in metrics if name in b) for name in names}
-
-
-def weighted_loss(means: Mapping[str, float], weights: Mapping[str, float]) -> float:
-    """Sum of ``weight * metric``; every weighted metric must be present."""
-    missing = [name for name in weights if name not in means]
-    if missing:
-        raise ConfigError(f"objective weights name metrics the domain does not report: {', '.join(missing)} "
-                          f"(reported: {', '.join(means) or 'none'})")
-    return sum(weight * means[name] for name, weight in weights.items())
-
-
-def standard_error(values: Sequence[float]) -> float | None:
-    """Standard error of the mean (sample std / sqrt(n)); ``None`` for a single value."""
-    if len(values) < 2:
-        return None
-    mean = sum(values) / len(values)
-    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return math.sqrt(variance / len(values))
-
-
 @hookimpl(trylast=True)
 def retrofit_aggregate(metrics: Sequence[Mapping[str, float]], config: Config) -> Aggregate:
-    """Core default: mean of each metric over batches, then the weighted sum of ``[objective]``.
-
-    The loss is the mean of per-batch weighted sums, so its standard error comes from the
-    spread of those per-batch losses.
-    """
-    means = mean_metrics(metrics)
-    loss = weighted_loss(means, config.objective)
-    complete = [batch for batch in metrics if all(name in batch for name in config.objective)]
-    per_batch = [weighted_loss(batch, config.objective) for batch in complete]
-    errors = {name: standard_error([b[name] for b in metrics if name in b]) for name in means}
-    return Aggregate(loss=loss, metrics=means, loss_se=standard_error(per_batch) if len(complete) == len(metrics)
-                     else None, standard_errors={k: v for k, v in errors.items() if v is not None})
-
-
-def is_finite(value: float) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+    """Core default: mean of each metric over the batches that report it, then the weighted sum
+    of ``[objective]``. The loss is also the mean of per-batch weighted sums, so its standard
+    error comes from their spread (when every batch reports every weighted metric)."""
+    names = sorted({name for batch in metrics for name in batch})
+    reducers = [Reducer(name, "mean", name) for name in names]
+    means = reduce_metrics(metrics, reducers)
+    errors = standard_errors(metrics, reducers)
+    loss_se = None
+    if all(name in batch for batch in metrics for name in config.objective):
+        losses = [{"loss": weighted_sum(batch, config.objective)} for batch in metrics]
+        loss_se = Reducer("loss", "mean", "loss").standard_error(losses)
+    return Aggregate(loss=weighted_sum(means, config.objective), metrics=means, loss_se=loss_se,
+                     standard_errors={name: se for name, se in errors.items() if se is not None})
 
 
 def failure_loss(worst_finite: float | None) -> float:

@@ -42,9 +42,9 @@ import numpy as np
 from retrofit.errors import ConfigError
 
 __all__ = [
-    "KINDS", "UNMEASURED_VIOLATION", "Bound", "Constraint", "Reducer", "bootstrap_se", "constraint_violations",
-    "parse_constraint", "parse_constraints", "parse_reducer", "parse_reducers", "pareto_front", "pick_by_weights",
-    "reduce_metrics", "standard_errors", "weighted_sum",
+    "KINDS", "SPEC_KEYS", "UNMEASURED_VIOLATION", "Bound", "Constraint", "Reducer", "bootstrap_se",
+    "constraint_violations", "pareto_front", "parse_constraint", "parse_constraints", "parse_reducer",
+    "parse_reducers", "pick_by_weights", "reduce_metrics", "standard_errors", "weighted_sum",
 ]
 
 # reduce kind -> (parameters it requires, parameters it may take), besides name / reduce / of
@@ -202,7 +202,7 @@ class Reducer:
                 if self.floor is not None and denominator < self.floor:
                     se = math.sqrt(n) * x.std(ddof=1) / self.floor
                 else:
-                    ratio = float(x.sum()) / denominator
+                    ratio = float(self._apply(x, y))  # raises for a zero denominator
                     se = math.sqrt(n) * (x - ratio * y).std(ddof=1) / abs(denominator)
         return self._finite(float(se), "standard error")
 
@@ -265,7 +265,7 @@ class Reducer:
                                  f"batch {index} has {columns[0][bad[0]]}")
         return columns[0], (columns[1] if len(columns) > 1 else None)
 
-    def _apply(self, x: np.ndarray, y: np.ndarray | None) -> np.ndarray:
+    def _apply(self, x: np.ndarray, y: np.ndarray | None) -> Any:  # an array, or a numpy scalar for 1-D input
         """The reduction along the last axis (1-D input: one value; 2-D: one per bootstrap row)."""
         kind = self.kind
         if kind == "mean":
@@ -273,12 +273,14 @@ class Reducer:
         if kind == "median":
             return np.median(x, axis=-1)
         if kind == "quantile":
+            assert self.q is not None
             return np.quantile(x, self.q, axis=-1)
         if kind == "cvar":
             ordered = np.sort(x, axis=-1)
             if self.higher_is_worse:
                 ordered = ordered[..., ::-1]
-            return ordered @ _tail_weights(x.shape[-1], float(self.alpha))  # type: ignore[arg-type]
+            assert self.alpha is not None
+            return ordered @ _tail_weights(x.shape[-1], self.alpha)
         if kind in ("rate_above", "rate_below"):
             return _indicator(self, x).mean(axis=-1)
         if kind == "ratio":

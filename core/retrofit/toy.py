@@ -123,7 +123,9 @@ def retrofit_evaluate(domain: str, model: Any, batch: Any, config: Config) -> di
     labels = np.sign(source @ weights)
     shifted = source * scale  # what the model sees on the target domain
     error_rate = float(np.mean(model.predict(shifted) != labels))
-    return {"error_rate": error_rate, "accuracy": 1.0 - error_rate}
+    # how far the retrofit moved the model: a second objective, or a constraint
+    deviation = float(np.mean(np.abs(model.gains - 1.0)))
+    return {"error_rate": error_rate, "accuracy": 1.0 - error_rate, "deviation": deviation}
 
 
 def _hit_by_fault(options: dict[str, Any], gains: np.ndarray) -> bool:

@@ -149,7 +149,9 @@ def test_standard_errors_are_reported(toy_run):
     summary, run_dir = toy_run(budget=10)
     assert history(run_dir)[0]["loss_se"] > 0
     assert summary["baseline"]["validation"]["loss_se"] > 0
-    assert set(summary["baseline"]["validation"]["standard_errors"]) == {"error_rate", "accuracy"}
+    errors = summary["baseline"]["validation"]["standard_errors"]
+    assert set(errors) == {"error_rate", "accuracy", "deviation"}
+    assert errors["error_rate"] > 0 and errors["deviation"] == 0.0  # the baseline never deviates
 
 
 def test_the_train_validation_trace_is_recorded_at_every_checkpoint(toy_run):
@@ -168,3 +170,49 @@ def test_early_stop_when_validation_stops_improving(toy_run):
     assert summary["evaluations"] < 600 == summary["budget"]
     losses = [point["best_validation_loss"] for point in summary["checkpoints"]]
     assert losses[-1] == losses[-3]
+
+
+# -- constraints and multiple objectives ---------------------------------------------------
+def test_absolute_constraints_are_told_and_respected_by_the_choice(toy_run):
+    summary, run_dir = toy_run(budget=60, **{"constraints.deviation": "<= 0.1"})
+    entries = history(run_dir)
+    violating = [e for e in entries if e["violations"] and e["violations"][0] > 0]
+    assert violating, "the search should step outside the constraint sometimes"
+    for entry in violating:
+        assert entry["violations"][0] == pytest.approx(entry["metrics"]["deviation"] - 0.1)
+    assert summary["best"]["validation"]["metrics"]["deviation"] <= 0.1
+    assert summary["constraints"] == ["deviation <= 0.1"]
+
+
+def test_baseline_relative_constraints_use_candidate_zero(toy_run):
+    summary, run_dir = toy_run(budget=40, **{"constraints.accuracy": ">= baseline"})
+    entries = history(run_dir)
+    baseline = entries[0]["metrics"]["accuracy"]
+    for entry in entries[1:]:
+        expected = max(0.0, baseline - entry["metrics"]["accuracy"])
+        assert entry["violations"] == [pytest.approx(expected)]
+    best = summary["best"]["validation"]["metrics"]["accuracy"]
+    assert best >= summary["baseline"]["validation"]["metrics"]["accuracy"]
+
+
+def test_baseline_constraints_need_ask_order(toy_run):
+    from retrofit.errors import UsageError
+
+    with pytest.raises(UsageError, match="tell_order"):
+        toy_run(budget=10, tell_order="completion", **{"constraints.accuracy": ">= baseline"})
+
+
+def test_multiobjective_runs_keep_the_pareto_front_and_pick_by_weights(toy_run):
+    weights = {"objective.error_rate": 1.0, "objective.deviation": 0.05}
+    summary, run_dir = toy_run(budget=60, multiobjective=True, selection="train", **weights)
+    entries = history(run_dir)
+    assert all(len(e["told"]) == 2 for e in entries)
+    front = summary["pareto"]
+    assert 1 < len(front) < len(entries)
+    points = {e["id"]: e["told"] for e in entries}
+    for member in front:  # nothing dominates a member
+        assert not any(all(a <= b for a, b in zip(p, member["objectives"])) and p != member["objectives"]
+                       for p in points.values())
+    # the pick is the lowest weighted sum, which lies on the front
+    assert summary["best"]["id"] in {m["id"] for m in front}
+    assert summary["best"]["train"]["loss"] == min(e["loss"] for e in entries)
