@@ -18,14 +18,14 @@ from typing import Any
 import click
 
 from retrofit import __version__
-from retrofit.config import EXECUTORS, RUN_HELP, Config, parse_assignment, resolve
+from retrofit.config import EXECUTORS, RUN_HELP, parse_assignment, resolve
 from retrofit.domain import Domain, Option
 from retrofit.errors import PluginError, RunFailed, UsageError
 from retrofit.plugins import Plugins, load
 
 # Flags of the per-domain commands themselves; a domain option may not reuse their names.
 _CORE_FLAGS = {"config", "set", "budget", "workers", "executor", "optimizer", "seed", "out", "resume", "params",
-               "split", "json", "output", "debug", "help"}
+               "split", "json", "output", "debug", "help", "perturbations", "scale", "batches", "max_parameters"}
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 SPLIT_CHOICES = ("train", "validation", "both")
 
@@ -170,6 +170,49 @@ def _domain_group(plugins: Plugins, domain: Domain) -> click.Group:
 
             label = "unmodified model" if params is None else str(params)
             out.print(metrics_table(f"{domain.name}: {label}", results))
+
+    @group.command(help="Rank the model's parameter groups by how much perturbing each moves the train loss, "
+                        "and suggest a knob set within a parameter budget.")
+    @click.option("--perturbations", type=click.IntRange(1), default=4, show_default=True,
+                  help="Perturbations per group (antithetic pairs).")
+    @click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+                  help="Size of a perturbation in optimiser steps (sigmas) per parameter; raise it when a "
+                       "step-function loss does not move.")
+    @click.option("--batches", type=click.IntRange(0), default=2, show_default=True,
+                  help="Train batches to evaluate on (0: all).")
+    @click.option("--max-parameters", type=click.IntRange(1), default=64, show_default=True,
+                  help="Parameter budget of the suggested knob set.")
+    @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the perturbations.")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table and a TOML snippet.")
+    @_run_options
+    @_domain_options(domain)
+    def probe(perturbations: int, scale: float, batches: int, max_parameters: int, seed: int, as_json: bool,
+              config_file: Path | None, assignments: tuple[str, ...], **flags: Any) -> None:
+        from retrofit import probe as probing
+        from retrofit.display import console, out
+        from retrofit.evaluator import Evaluator
+
+        config = resolve(domain, config_file, _overrides(domain, assignments, flags))
+        evaluator = Evaluator(config, plugins)
+
+        def progress(done: int, total: int, name: str) -> None:
+            if not as_json:
+                console.print(f"[dim]probed {done}/{total}: {name}[/dim]", highlight=False)
+
+        report = probing.probe(evaluator, probing.groups_for(evaluator), perturbations=perturbations, scale=scale,
+                               batches=batches or None, seed=seed, progress=progress)
+        specs = report.suggest(max_parameters)
+        if as_json:
+            click.echo(json.dumps({**report.to_dict(), "suggested": specs}, indent=2))
+            return
+        out.print(probing.format_table(report, parameter_budget=max_parameters))
+        if "knobs" not in domain.defaults():
+            click.echo(f"\nDomain {domain.name} has no `knobs` option: its plugin fixes the knobs it exposes.")
+        elif specs:
+            click.echo("\nSuggested knobs, to paste into a config file:\n")
+            click.echo(probing.toml_snippet(domain.name, specs), nl=False)
+        else:
+            click.echo("\nNo group moved the loss on these batches: try a larger --scale or more --batches.")
 
     @group.command(help="Write the chosen result of RUN_DIR: a delta file, and the model's own checkpoint "
                         "where the domain's plugin knows how.")

@@ -99,11 +99,13 @@ class Config:
 def resolve(domain: Domain, file: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
     """Merge defaults, ``file`` and dotted ``overrides`` (``"run.budget"``) into a :class:`Config`."""
     sections: dict[str, dict[str, Any]] = {
-        "run": {**asdict(RunSettings()), **domain.run_defaults},
+        "run": asdict(RunSettings()),
         "objective": dict(domain.objective),
         "constraints": {},
         domain.name: domain.defaults(),
     }
+    # checked like the user's settings: a plugin's typo must not end in a TypeError
+    _merge(sections, {"run": dict(domain.run_defaults)}, domain, source=f"run_defaults of domain {domain.name}")
     if file is not None:
         _merge(sections, read_toml(file), domain, source=str(file))
     nested: dict[str, dict[str, Any]] = {}

@@ -38,8 +38,8 @@ from retrofit.evaluator import Outcome, Task
 from retrofit.executors import Executor
 from retrofit.knobs import Space
 from retrofit.objective import failure_loss
-from retrofit.reductions import Constraint, constraint_violations, parse_constraint, pareto_front
 from retrofit.records import CHECKPOINTS, HISTORY, REEVALUATIONS, VALIDATION, RunRecord
+from retrofit.reductions import Constraint, constraint_violations, pareto_front, parse_constraint
 
 FINISHED, STOPPED_EARLY = "finished", "stopped_early"
 

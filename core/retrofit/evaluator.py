@@ -96,15 +96,17 @@ class Evaluator:
             self._batches[split] = batches
         return self._batches[split]
 
-    def evaluate(self, task: Task) -> Outcome:
-        """Run one candidate on every batch of its split. Never raises for a bad candidate."""
+    def evaluate(self, task: Task, knobs: KnobSet | None = None) -> Outcome:
+        """Run one candidate on (a subset of) the batches of its split. Never raises for a bad
+        candidate. ``knobs`` replaces the exposed knobs (the probe tries other parameter groups
+        of the same model)."""
         start = time.perf_counter()
         outcome = Outcome(candidate=task.candidate, split=task.split, loss=None, worker=worker_name())
         try:
             batches = self.batches(task.split)
             if task.batches is not None:
                 batches = [batches[index] for index in task.batches]
-            with self.knobs.applied(task.values):
+            with (knobs or self.knobs).applied(task.values):
                 per_batch = [self._evaluate_batch(batch, index) for index, batch in enumerate(batches)]
             aggregate = self.plugins.call("retrofit_aggregate", domain=self.domain, metrics=per_batch,
                                           config=self.config)

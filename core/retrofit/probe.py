@@ -19,8 +19,14 @@ loss units; its **best improvement** is the baseline loss minus the lowest loss 
 when every perturbation made things worse). Groups are ranked by impact, ties broken by best
 improvement, then by fewer parameters. A failed perturbation (an exception, or a NaN or
 infinite metric or loss) is counted in ``failures`` and left out of the means; a group whose
-perturbations all fail ranks last with an impact of NaN. **Impact per parameter** (impact /
-parameters) drives :func:`suggest`, which fills a parameter budget greedily.
+perturbations all fail ranks last with an impact of NaN. :func:`suggest` picks a knob set
+within a parameter budget: the top group, then greedily by **impact per parameter** (impact /
+parameters).
+
+Impact measures how much a group *moves* the loss, in either direction; it is a shortlist, not
+a promise of improvement (see best improvement for that). With a step-function loss (a share
+of pixels over a threshold), small perturbations may cross no threshold at all: groups with
+zero impact then say "try a larger ``scale``" rather than "useless".
 
 This module is numpy-only: groups for torch models come from :mod:`retrofit.nn.probe`
 through the ``retrofit_probe_groups`` hook.
@@ -39,9 +45,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from retrofit.errors import PluginError, RunFailed, UsageError
-from retrofit.evaluator import Evaluator, Outcome, worker_name
+from retrofit.evaluator import Evaluator, Outcome, Task
 from retrofit.knobs import KnobSet, ProbeGroup
-from retrofit.objective import Aggregate
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -60,48 +65,15 @@ def evaluate_knobs(evaluator: Evaluator, knobs: KnobSet | None, natural: np.ndar
                    batches: int | None = None, candidate: int = -1) -> Outcome:
     """Evaluate ``evaluator``'s model with ``knobs`` set to ``natural`` on the first ``batches`` of ``split``.
 
-    Like :meth:`Evaluator.evaluate`, but with any knob set bound to the same model (``None``:
-    the unmodified model) and on a prefix of the split (``None``: all of it). The knobs are
-    restored afterwards. Never raises for a bad candidate: the outcome's ``error`` says why.
+    ``knobs=None`` evaluates the unmodified model; ``batches=None`` uses the whole split. The
+    knobs are restored afterwards. Never raises for a bad candidate: the outcome's ``error``
+    says why.
     """
-    start = time.perf_counter()
-    outcome = Outcome(candidate=candidate, split=split, loss=None, worker=worker_name())
-    try:
-        chosen = list(evaluator.batches(split))
-        if batches is not None:
-            chosen = chosen[:max(1, int(batches))]
-        if knobs is None:
-            per_batch = [_evaluate_batch(evaluator, batch, index) for index, batch in enumerate(chosen)]
-        else:
-            with knobs.applied(natural):
-                per_batch = [_evaluate_batch(evaluator, batch, index) for index, batch in enumerate(chosen)]
-        aggregate = evaluator.plugins.call("retrofit_aggregate", domain=evaluator.domain, metrics=per_batch,
-                                           config=evaluator.config)
-        if not isinstance(aggregate, Aggregate):
-            raise PluginError(f"retrofit_aggregate returned {type(aggregate).__name__}, not retrofit.Aggregate")
-        outcome.metrics = {name: float(value) for name, value in aggregate.metrics.items()}
-        outcome.violations = [float(v) for v in aggregate.violations]
-        if not math.isfinite(float(aggregate.loss)):
-            raise ValueError(f"loss is {aggregate.loss}")
-        outcome.loss = float(aggregate.loss)
-    except Exception as error:  # a perturbation that breaks the model is a finding, not a crash
-        outcome.error = f"{type(error).__name__}: {error}"
-    outcome.seconds = time.perf_counter() - start
-    return outcome
-
-
-def _evaluate_batch(evaluator: Evaluator, batch: Any, index: int) -> Mapping[str, float]:
-    metrics = evaluator.plugins.call("retrofit_evaluate", domain=evaluator.domain, model=evaluator.model,
-                                     batch=batch, config=evaluator.config)
-    if not isinstance(metrics, Mapping):
-        raise PluginError(f"retrofit_evaluate returned {type(metrics).__name__}, not a mapping of metrics")
-    for name, value in metrics.items():
-        if not math.isfinite(float(value)):
-            raise ValueError(f"metric {name} is {value} on batch {index}")
-    return metrics
-
-
-# -- groups ----------------------------------------------------------------------------------
+    count = len(evaluator.batches(split))
+    subset = None if batches is None else tuple(range(min(count, max(1, int(batches)))))
+    if knobs is None:
+        return evaluator.evaluate(Task(candidate, split, evaluator.space.identity, subset))
+    return evaluator.evaluate(Task(candidate, split, natural, subset), knobs=knobs)
 
 def groups_for(evaluator: Evaluator) -> list[ProbeGroup]:
     """The candidate groups of ``evaluator``'s model.
@@ -151,6 +123,7 @@ class ProbeRow:
     failures: int
     evaluations: int
     specs: list[dict[str, Any]]
+    losses: list[float | None] = field(default_factory=list)
     seconds: float = 0.0
     error: str = ""
 
@@ -183,6 +156,7 @@ class ProbeReport:
     seconds: float = 0.0
 
     def suggest(self, parameter_budget: int = DEFAULT_PARAMETER_BUDGET) -> list[dict[str, Any]]:
+        """See :func:`suggest`."""
         return suggest(self, parameter_budget)
 
     def to_toml_snippet(self, domain: str | None = None, *, parameter_budget: int = DEFAULT_PARAMETER_BUDGET,
@@ -191,11 +165,21 @@ class ProbeReport:
         return toml_snippet(domain or self.domain, suggest(self, parameter_budget), key=key)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able: the settings, and the rows with their impact per parameter."""
+        """Strict JSON-able: the settings and the rows with their impact per parameter; NaN becomes None."""
         out = asdict(self)
         for row, plain in zip(self.rows, out["rows"]):
             plain["impact_per_parameter"] = row.impact_per_parameter
-        return out
+        return _finite_or_none(out)
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(item) for item in value]
+    return value
 
 
 def _rank_key(row: ProbeRow) -> tuple[Any, ...]:
@@ -246,7 +230,8 @@ def probe(evaluator: Evaluator, groups: Sequence[ProbeGroup], *, perturbations: 
     if duplicates:
         raise PluginError(f"probe group names must be unique, repeated: {', '.join(duplicates)}")
     start = time.perf_counter()
-    used = len(evaluator.batches("train")) if batches is None else min(batches, len(evaluator.batches("train")))
+    available = len(evaluator.batches("train"))
+    used = available if batches is None else min(batches, available)
     first = evaluate_knobs(evaluator, None, None, batches=used)
     if first.loss is None:
         raise RunFailed(f"the unmodified model fails on the train batches: {first.error}")
@@ -283,6 +268,7 @@ def _probe_group(evaluator: Evaluator, group: ProbeGroup, baseline: float, *, pe
     for x in _directions(knobs.space.size, perturbations, scale, rng):
         outcome = evaluate_knobs(evaluator, knobs, knobs.space.to_natural(x), batches=batches)
         row.evaluations += 1
+        row.losses.append(outcome.loss)
         if outcome.loss is None:
             row.failures += 1
             row.error = row.error or (outcome.error or "failed")
@@ -297,24 +283,39 @@ def _probe_group(evaluator: Evaluator, group: ProbeGroup, baseline: float, *, pe
 
 # -- suggestions and output ------------------------------------------------------------------
 
+def _gain_layer(spec: Mapping[str, Any]) -> str | None:
+    """The layer a torch gain knob scales: channel gains on ``X.weight`` and output gains on ``X``."""
+    target = spec.get("target")
+    if not isinstance(target, str):
+        return None
+    if spec.get("kind") == "output_gain":
+        return target
+    if spec.get("kind") == "channel_gain" and (target == "weight" or target.endswith(".weight")):
+        return target[:-len("weight")].rstrip(".")
+    return None
+
+
 def suggested_rows(report: ProbeReport, parameter_budget: int = DEFAULT_PARAMETER_BUDGET) -> list[ProbeRow]:
     """The groups :func:`suggest` picks, in report order.
 
     The top-ranked group comes first if it fits the budget; the remaining budget is filled
     greedily by impact per parameter. Groups that did not move the loss, or only failed, are
-    never picked.
+    never picked, and neither is a second gain on one layer (channel gains on ``X.weight`` and
+    output gains on ``X`` differ only in whether the bias is scaled too).
     """
     if parameter_budget < 1:
         raise UsageError(f"the parameter budget must be at least 1, got {parameter_budget}")
     candidates = [row for row in report.rows if row.usable() and row.specs]
+    top = candidates[:1] if candidates and candidates[0] is report.rows[0] else []
+    rest = sorted(candidates[len(top):], key=lambda r: (-r.impact_per_parameter, r.parameters, r.name))
     chosen: dict[int, ProbeRow] = {}
+    layers: set[str] = set()
     left = parameter_budget
-    if candidates and candidates[0] is report.rows[0] and candidates[0].parameters <= left:
-        chosen[id(candidates[0])] = candidates[0]
-        left -= candidates[0].parameters
-    for row in sorted(candidates, key=lambda r: (-r.impact_per_parameter, r.parameters, r.name)):
-        if id(row) not in chosen and row.parameters <= left:
+    for row in top + rest:
+        gains = {layer for spec in row.specs if (layer := _gain_layer(spec)) is not None}
+        if row.parameters <= left and not gains & layers:
             chosen[id(row)] = row
+            layers |= gains
             left -= row.parameters
     return [row for row in report.rows if id(row) in chosen]
 
@@ -368,27 +369,44 @@ def _fmt(value: float) -> str:
     return "-" if not math.isfinite(value) else f"{value:.4g}"
 
 
+def flat_groups(report: ProbeReport) -> list[ProbeRow]:
+    """Groups whose perturbations all left the loss exactly unchanged."""
+    return [row for row in report.rows if row.impact == 0]
+
+
 def format_table(report: ProbeReport, parameter_budget: int | None = DEFAULT_PARAMETER_BUDGET) -> Table:
-    """A rich table of the ranking; groups of the suggested set (within the budget) are marked."""
+    """A rich table of the ranking; the groups :func:`suggest` picks within the budget are marked.
+
+    The caption gives the baseline, its noise floor (two evaluations of the unmodified model)
+    and, when groups did not move the loss at all, a hint that the perturbations may be too
+    small to cross the thresholds of a step-function loss.
+    """
     from rich.table import Table
 
     picked = {id(row) for row in suggested_rows(report, parameter_budget)} if parameter_budget else set()
-    noise = f", noise {_fmt(report.noise)}" if report.noise else ""
-    table = Table(title=f"{report.domain}: sensitivity of {len(report.rows)} parameter groups "
-                        f"(baseline loss {_fmt(report.baseline)}{noise} on {report.batches} train batch"
-                        f"{'es' if report.batches != 1 else ''}; {report.perturbations} perturbations of "
-                        f"{report.scale:g} step each)")
-    table.add_column("#", justify="right")
-    table.add_column("group")
-    table.add_column("parameters", justify="right")
-    table.add_column("impact", justify="right")
-    table.add_column("impact / parameter", justify="right")
-    table.add_column("best improvement", justify="right")
-    table.add_column("failures", justify="right")
+    plural = "es" if report.batches != 1 else ""
+    caption = [f"baseline loss {_fmt(report.baseline)} on {report.batches} train batch{plural} "
+               f"(noise {_fmt(report.noise)}); {report.perturbations} perturbations of {report.scale:g} "
+               f"step{'s' if report.scale != 1 else ''} per parameter; impact = mean |loss change|"]
     if parameter_budget:
-        table.add_column(f"suggested (<= {parameter_budget} parameters)", justify="center")
+        caption.append(f"pick: the suggested knob set within {parameter_budget} parameters")
+    flat = flat_groups(report)
+    if flat:
+        hint = (f": a step-function loss may need larger perturbations (scale {2 * report.scale:g}?)"
+                if 2 * len(flat) >= len(report.rows) else "")
+        caption.append(f"{len(flat)} of {len(report.rows)} groups did not move the loss{hint}")
+    broken = [row for row in report.rows if row.error and not math.isfinite(row.impact)]
+    caption += [f"{row.name}: {row.error}" for row in broken[:3]]
+    if len(broken) > 3:
+        caption.append(f"... and {len(broken) - 3} more groups failed every perturbation")
+    table = Table(title=f"{report.domain}: sensitivity of {len(report.rows)} parameter groups",
+                  caption="\n".join(caption))
+    for header in ("#", "group", "params", "impact", "per param", "best gain", "fails"):
+        table.add_column(header, justify="left" if header == "group" else "right")
+    if parameter_budget:
+        table.add_column("pick", justify="center")
     for rank, row in enumerate(report.rows, 1):
-        failures = f"{row.failures}/{row.evaluations}" if row.failures else "0"
+        failures = f"{row.failures}/{row.evaluations}" if row.failures or not row.evaluations else "0"
         cells = [str(rank), row.name, str(row.parameters), _fmt(row.impact), _fmt(row.impact_per_parameter),
                  _fmt(row.best_improvement), failures]
         if parameter_budget:

@@ -53,6 +53,22 @@ def render(record: RunRecord) -> str:
                                  for c in cells)])
         parts.append("<h2>Baseline vs chosen result</h2>")
         parts.append(_table(["figure", "baseline train", "baseline validation", "best train", "best validation"], rows))
+    if summary and summary.get("checkpoints"):
+        parts.append("<h2>Train vs validation over the run</h2><p>A widening gap between the chosen candidate's "
+                     "train and validation loss is overfitting to the train split.</p>")
+        parts.append(_table(["evaluations", "best train loss", "best validation loss", "chosen", "chosen train",
+                             "chosen validation", "gap"],
+                            [[c["evaluations"], c["best_train_loss"], c["best_validation_loss"], c["chosen"],
+                              c["chosen_train_loss"], c["chosen_validation_loss"],
+                              None if c["chosen_validation_loss"] is None or c["chosen_train_loss"] is None
+                              else c["chosen_validation_loss"] - c["chosen_train_loss"]]
+                             for c in summary["checkpoints"]]))
+    if summary and summary.get("constraints"):
+        parts.append("<p>constraints: " + html.escape(", ".join(summary["constraints"])) + "</p>")
+    if summary and summary.get("pareto"):
+        parts.append("<h2>Pareto front (train)</h2>" + _table(
+            ["candidate", "objectives"], [[p["id"], ", ".join(f"{v:.4g}" for v in p["objectives"])]
+                                          for p in summary["pareto"]]))
     failures = collections.Counter(entry["error"] for entry in history if entry["error"])
     if failures:
         parts.append("<h2>Failures by reason</h2>" + _table(["reason", "count"], [[r, n] for r, n in failures.items()]))

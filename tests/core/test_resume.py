@@ -34,11 +34,16 @@ def _kill_after(run_dir: Path, cwd: Path, evaluations: int) -> None:
     process.wait()
 
 
-@pytest.mark.parametrize("kill_at", [1, 23, 47])
-def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path: Path, kill_at: int) -> None:
-    reference = tmp_path / "reference"
-    cli(*ARGS, "--out", str(reference), cwd=tmp_path, check=0)
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted run with the same settings, shared by the kill points."""
+    base = tmp_path_factory.mktemp("reference")
+    cli(*ARGS, "--out", str(base / "run"), cwd=base, check=0)
+    return base / "run"
 
+
+@pytest.mark.parametrize("kill_at", [1, 23, 47])
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path: Path, reference: Path, kill_at: int) -> None:
     resumed = tmp_path / "resumed"
     _kill_after(resumed, tmp_path, kill_at)
     assert kill_at <= _lines(resumed / "history.jsonl") < 60

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from retrofit.errors import UsageError
 from retrofit.knobs import Knob, ProbeGroup
 from retrofit.nn.knobs import build_knobs
 
@@ -88,22 +89,28 @@ def _layer_groups(model: nn.Module, name: str, module: nn.Module, max_group_size
     weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
     groups = []
 
-    def add(title: str, tensor: Any, spec: dict[str, Any], deferred: bool) -> None:
+    def add(title: str, tensor: Any, spec: dict[str, Any], size: int | None) -> None:
         if tensor is not None:
             if id(tensor) in seen or not tensor.is_floating_point() or tensor.numel() == 0:
                 return  # tied weights are probed once, under the first layer that holds them
             seen.add(id(tensor))
-        knob = DeferredKnob(model, spec) if deferred else build_knobs(model, [spec])[0]
+        if size is not None and size > max_group_size:
+            return  # known too big before building (and copying) anything
+        try:
+            knob = DeferredKnob(model, spec) if tensor is not None else build_knobs(model, [spec])[0]
+        except UsageError:
+            return  # a layer the knobs cannot handle (say, an unusual output) is not a candidate
         if knob.size <= max_group_size:
             groups.append(ProbeGroup(name=f"{label} {title}", knobs=(knob,)))
 
     if isinstance(weight, nn.Parameter) and weight.dim() >= 1:
         dim = 1 if isinstance(module, _CONV_T) else 0
-        add("channel gains", weight, {"kind": "channel_gain", "target": prefix + "weight", "dim": dim}, True)
+        add("channel gains", weight, {"kind": "channel_gain", "target": prefix + "weight", "dim": dim},
+            weight.shape[dim] if weight.dim() > dim else None)
     if isinstance(bias, nn.Parameter):
-        add("bias", bias, {"kind": "bias_shift", "target": prefix + "bias"}, True)
+        add("bias", bias, {"kind": "bias_shift", "target": prefix + "bias"}, bias.numel())
         # without a bias, output gains equal channel gains on the weight: offered only with one
-        add("output gains", None, {"kind": "output_gain", "target": name}, False)
+        add("output gains", None, {"kind": "output_gain", "target": name}, None)
     return groups
 
 
