@@ -23,9 +23,6 @@ from retrofit.domain import Domain, Option
 from retrofit.errors import PluginError, RunFailed, UsageError
 from retrofit.plugins import Plugins, load
 
-# Flags of the per-domain commands themselves; a domain option may not reuse their names.
-_CORE_FLAGS = {"config", "set", "budget", "workers", "executor", "optimizer", "seed", "out", "resume", "params",
-               "split", "json", "output", "debug", "help", "perturbations", "scale", "batches", "max_parameters"}
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 SPLIT_CHOICES = ("train", "validation", "both")
 
@@ -63,10 +60,6 @@ def _domain_options(domain: Domain) -> Callable[[Callable[..., Any]], Callable[.
     """One ``--flag`` per domain option declared with ``cli=True``."""
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        for option in domain.options:
-            if option.cli and option.name in _CORE_FLAGS:
-                raise PluginError(f"domain {domain.name!r} declares option {option.name!r}, which clashes with "
-                                  f"retrofit's own --{option.name.replace('_', '-')} flag")
         for option in reversed([o for o in domain.options if o.cli]):
             command = click.option(*_flag(option), **_flag_kwargs(option))(command)
         return command

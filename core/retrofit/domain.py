@@ -12,6 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+# Flags of the per-domain commands themselves (tune, evaluate, probe, export): a domain option
+# may not reuse these names, or its --flag would shadow retrofit's.
+RESERVED_OPTION_NAMES = frozenset({
+    "config", "set", "budget", "workers", "executor", "optimizer", "seed", "out", "resume", "params", "split",
+    "json", "output", "debug", "help", "perturbations", "scale", "batches", "max_parameters",
+})
+
+
 @dataclass(frozen=True)
 class Option:
     """One setting of a domain, read from ``[<domain>]`` in the config file.
@@ -44,6 +52,17 @@ class Domain:
     objective: Mapping[str, float] = field(default_factory=lambda: {"loss": 1.0})
     run_defaults: Mapping[str, Any] = field(default_factory=dict)
     noisy: bool = False
+
+    def problems(self) -> list[str]:
+        """What is wrong with this declaration (the plugin loader refuses a domain with problems)."""
+        found = []
+        for option in self.options:
+            if option.default is None:
+                found.append(f"option {option.name!r} has no default (TOML has no null: give a typed default)")
+            if option.cli and option.name in RESERVED_OPTION_NAMES:
+                found.append(f"option {option.name!r} clashes with retrofit's own --{option.name.replace('_', '-')} "
+                             f"flag (rename it, or declare it with cli=False)")
+        return found
 
     def defaults(self) -> dict[str, Any]:
         """The option values used when neither the config file nor the CLI sets them."""

@@ -140,7 +140,8 @@ class Run:
             status = STOPPED_EARLY if self.state.stop_asking else FINISHED
             summary = self.summary(status)
         except KeyboardInterrupt:
-            self.record.write_summary(self.summary("interrupted"))
+            if self.space is not None and self.choice is not None:  # else: stopped before anything ran
+                self.record.write_summary(self.summary("interrupted"))
             raise Interrupted(self.record) from None
         except BaseException:
             if self.space is not None and self.choice is not None:
@@ -287,6 +288,9 @@ class Run:
         if outcome.error is None and self.constraints:
             baseline = self.state.by_id[0]["metrics"] if identifier != 0 else outcome.metrics
             violations += constraint_violations(outcome.metrics, self.constraints, baseline)
+        if identifier == 0 and outcome.error is not None:
+            # without a baseline nothing can be compared: stop now instead of failing every candidate
+            raise RunFailed(f"the unmodified model (candidate 0) fails to evaluate: {outcome.error}")
         told = self._told(outcome)
         entry = {
             "id": identifier, "split": "train", "values": _listed(self.space.split(natural)),

@@ -35,7 +35,7 @@ STRICT_ENV = "RETROFIT_STRICT_PLUGINS"
 # The core's own hook implementations: the default loss, the torch exporter, the toy domain.
 BUILTINS = {"objective": "retrofit.objective", "nn": "retrofit.nn.plugin", "toy": "retrofit.toy"}
 # A domain is also a config section and a top-level command: these names are taken.
-RESERVED_DOMAIN_NAMES = frozenset({"run", "objective", "plugins", "optimizers", "report"})
+RESERVED_DOMAIN_NAMES = frozenset({"run", "objective", "constraints", "plugins", "optimizers", "report"})
 
 
 @dataclass
@@ -100,6 +100,7 @@ def load(*, extra: Iterable[ModuleType | object] = (), environ: dict[str, str] |
     infos: list[PluginInfo] = []
 
     def fail(info: PluginInfo, message: str) -> None:
+        message = "; ".join(line.strip() for line in message.splitlines() if line.strip())  # one line
         info.status, info.error = "failed", message
         if strict:
             raise PluginError(message)
@@ -146,7 +147,8 @@ def load(*, extra: Iterable[ModuleType | object] = (), environ: dict[str, str] |
         manager.check_pending()  # a misspelled hook name fails loudly
     except pluggy.PluginValidationError as error:
         culprit = next((i for i in infos if i.status == "loaded" and manager.get_plugin(i.name) is error.plugin), None)
-        who = f"plugin {culprit.name!r} from {culprit.distribution} {culprit.version}".rstrip() if culprit else "a plugin"
+        who = (f"plugin {culprit.name!r} from {culprit.distribution} {culprit.version}".rstrip() if culprit
+               else "a plugin")
         unknown = str(error).split(" in plugin ")[0]
         raise PluginError(f"{who} implements an {unknown}: no such retrofit hook (misspelled?)") from None
 
@@ -170,6 +172,8 @@ def _collect_domains(manager: pluggy.PluginManager, infos: dict[str, PluginInfo]
                 raise PluginError(f"register() expects a retrofit.Domain, got {type(domain).__name__}")
             if domain.name in RESERVED_DOMAIN_NAMES:
                 raise PluginError(f"domain name {domain.name!r} is reserved by retrofit itself")
+            for problem in domain.problems():
+                raise PluginError(f"domain {domain.name!r}: {problem}")
             if domain.name in domains:
                 other = next((i for i in infos.values() if domain.name in i.domains), None)
                 raise PluginError(f"domain {domain.name!r} is declared twice: by {_info.distribution} and by "
