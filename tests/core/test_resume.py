@@ -30,8 +30,26 @@ def _kill_after(run_dir: Path, cwd: Path, evaluations: int) -> None:
         assert process.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline, "the run made no progress"
         time.sleep(0.01)
+    children = _children(process.pid)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+    # orphaned workers notice their parent is gone and exit by themselves
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{child}").exists() and "zombie" not in _state(child) for child in children):
+        assert time.monotonic() < deadline, f"workers {children} outlived the killed run"
+        time.sleep(0.05)
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].splitlines()[0].lower()
+    except (OSError, IndexError):
+        return "zombie"
 
 
 @pytest.fixture(scope="module")
