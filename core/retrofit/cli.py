@@ -132,6 +132,7 @@ def _domain_group(plugins: Plugins, domain: Domain) -> click.Group:
             raise
         finally:
             bar.stop()
+        _run_finished(plugins, domain, config, record.path, summary)
         print_summary(summary, str(record.path))
 
     @group.command(help="Evaluate the unmodified model, or given knob values, on a split.")
@@ -234,6 +235,18 @@ def _domain_group(plugins: Plugins, domain: Domain) -> click.Group:
             click.echo(f"no plugin writes {domain.name} checkpoints: the delta file is the export")
 
     return group
+
+
+def _run_finished(plugins: Plugins, domain: Domain, config: Any, run_dir: Path, summary: dict[str, Any]) -> None:
+    """Let plugins add their artefacts; a failure there is a warning, the run stays complete."""
+    for implementation in plugins.hook.retrofit_run_finished.get_hookimpls():
+        try:
+            implementation.function(**{name: value for name, value in
+                                       {"domain": domain.name, "config": config, "run_dir": run_dir,
+                                        "summary": summary}.items() if name in implementation.argnames})
+        except Exception as error:
+            click.echo(f"retrofit: warning: plugin {implementation.plugin_name!r} failed in retrofit_run_finished: "
+                       f"{type(error).__name__}: {error}", err=True)
 
 
 # -- top-level commands -------------------------------------------------------------------

@@ -4,7 +4,7 @@ A run calls the hooks in one direction::
 
     register_domains -> load_model -> expose_parameters -> batches
         -> for each candidate: evaluate (per batch) -> aggregate -> optimiser
-        -> export
+        -> run_finished -> export
 
 All hooks are called with keyword arguments. The *owner* hooks are ``firstresult``: the
 core asks every plugin in turn and keeps the first answer that is not ``None``. A plugin
@@ -119,6 +119,18 @@ def retrofit_probe_groups(domain: str, model: Any, config: Config) -> Sequence[P
     the identity on a few train batches and ranks groups by how much the loss moves. The core
     answers for torch models (every layer's channel gains, biases and output gains); without
     an answer, each knob from :func:`retrofit_expose_parameters` is probed as its own group.
+    """
+
+
+@hookspec
+def retrofit_run_finished(domain: str, config: Config, run_dir: Path, summary: Mapping[str, Any]) -> None:
+    """Add the domain's own artefacts to a finished run directory.
+
+    Called by ``retrofit <domain> tune`` after ``summary.json`` is written (status finished
+    or stopped early), in the main process. Use it for what only the domain can show: error
+    maps of a depth model before and after, recordings of episodes, sample programs. Write
+    only inside ``run_dir``. An exception here is reported as a warning naming the plugin:
+    the run itself is complete and stays so.
     """
 
 

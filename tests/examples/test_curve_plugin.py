@@ -41,7 +41,7 @@ def test_plugins_json_shows_the_distribution(tmp_path):
     assert row["status"] == "loaded" and row["name"] == "curve"
     assert {"retrofit_register_domains", "retrofit_register_commands", "retrofit_load_model",
             "retrofit_expose_parameters", "retrofit_batches", "retrofit_evaluate", "retrofit_aggregate",
-            "retrofit_export"} <= set(row["hooks"])
+            "retrofit_export", "retrofit_run_finished"} <= set(row["hooks"])
 
 
 def test_tune_improves_held_out_loss_and_the_figures_add_up(run_dir):
@@ -68,6 +68,12 @@ def test_tune_improves_held_out_loss_and_the_figures_add_up(run_dir):
              for b in curve.retrofit_batches(domain="curve", split="validation")]
     assert baseline["validation"]["loss"] == max(rates)
     assert history(run_dir)[0]["values"]["coefficients"] == pytest.approx(list(curve._fit()))
+
+
+def test_retrofit_run_finished_adds_the_plugins_artefact(run_dir):
+    curves = json.loads((run_dir / "curve.json").read_text())
+    assert curves["retrofitted"] == pytest.approx(
+        list(np.polyval(summary(run_dir)["best"]["values"]["coefficients"], np.asarray(curves["x"]))))
 
 
 def test_the_plugin_command(tmp_path):

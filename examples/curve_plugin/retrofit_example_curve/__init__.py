@@ -94,6 +94,18 @@ def retrofit_aggregate(domain: str, metrics: list[dict[str, float]]) -> Aggregat
 
 
 @hookimpl
+def retrofit_run_finished(domain: str, run_dir: Path, summary: dict[str, Any]) -> None:
+    if domain != NAME:
+        return
+    # the fitted curve before and after, sampled for a plot
+    x = np.linspace(-1.5, 1.5, 61)
+    best = np.asarray(summary["best"]["values"]["coefficients"])
+    curves = {"x": x.tolist(), "truth": truth(x).tolist(), "baseline": np.polyval(_fit(), x).tolist(),
+              "retrofitted": np.polyval(best, x).tolist()}
+    (run_dir / "curve.json").write_text(json.dumps(curves) + "\n")
+
+
+@hookimpl
 def retrofit_export(domain: str, model: np.ndarray, knobs: Any, values: dict[str, list[float]], output: Path) -> Path | None:
     if domain != NAME:
         return None
