@@ -1,1 +1,1 @@
-"""retrofit domain pack `depth`: MiDaS/DPT depth models, judged by the share of pixels off by more than X % (not built yet: issue 4)."""
+"""retrofit domain pack `depth`: retrofit MiDaS/DPT depth models for the share of pixels off by more than X %."""

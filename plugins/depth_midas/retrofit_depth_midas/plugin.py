@@ -1,16 +1,248 @@
-"""Hook implementations of the `depth` domain.
+"""Hook implementations of the ``depth`` domain: retrofit a MiDaS/DPT model so fewer pixels are
+off by more than X %.
 
-Only the domain is declared so far; its model loading, knobs, batches and evaluation arrive
-with its issue, and until then `retrofit depth tune` says which part is missing.
+The "model" the core sees is a :class:`DepthProblem`: the network, the dataset, the output
+gamma and a feature cache. Evaluating a batch runs the network (or only the part of its head
+after the first knob, from cached features), aligns each prediction to the ground truth with
+the zero-shot protocol, and reports the bad-pixel rate, AbsRel, RMSE and the share of
+degenerate predictions.
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from retrofit import Domain, hookimpl
+import numpy as np
+
+from retrofit import ArrayKnob, Domain, Knob, Option, UsageError, hookimpl
+
+NAME = "depth"
+ALIGNMENTS = ("per_image", "dataset", "none")
+# Knob kinds of this pack, beside retrofit.nn's (channel_gain, output_gain, ...).
+PACK_KINDS = ("gamma", "input_stats")
+HEAD = "{head}"  # stands for the model's head module name in knob targets
+DEFAULT_KNOBS = [
+    # 32 gains on the input channels of the last 1x1 conv: they reshape the prediction through
+    # the final ReLU, which the per-image scale-and-shift alignment cannot undo
+    {"kind": "channel_gain", "target": f"{HEAD}.4.weight", "dim": 1},
+    {"kind": "gamma"},  # disparity ** gamma: a non-affine recalibration of the output
+]
+
+DOMAIN = Domain(
+    name=NAME,
+    help="MiDaS/DPT depth models, judged by the share of pixels off by more than X %.",
+    options=(
+        Option("model", "builtin", "builtin, a TinyMidas checkpoint, a Hugging Face DPT directory or id "
+                                   "(Intel/dpt-large), or hub:DPT_Large"),
+        Option("data", "", "dataset folder (rgb/, depth/, dataset.toml; see docs/depth.md); empty: the demo's "
+                           "rendered shifted-domain scenes"),
+        Option("demo_images", 64, "images of the demo dataset (half train, half validation)"),
+        Option("demo_seed", 1, "seed of the demo dataset's scenes"),
+        Option("threshold", 1.25, "a pixel is bad when max(d/d*, d*/d) exceeds this; off by more than X % is 1 + X/100"),
+        Option("alignment", "per_image", "scale-and-shift fit in inverse depth: per image, over the dataset, or "
+                                         "none for metric models", choices=ALIGNMENTS),
+        Option("depth_cap", 10.0, "depths beyond this (metres) are clamped, as in the MiDaS protocol"),
+        Option("batch_size", 8, "images per batch"),
+        Option("input_size", 0, "network input size (shorter side); 0: the model's own"),
+        Option("cache_features", True, "re-run only the head after the first knob, from features cached per image"),
+        Option("device", "cpu", "torch device"),
+        Option("knobs", DEFAULT_KNOBS, "knob specs (retrofit.nn kinds, plus gamma and input_stats); "
+                                       "{head} stands for the model's head", cli=False),
+    ),
+    objective={"bad_pixel_rate": 1.0},
+    run_defaults={"budget": 300, "validate_every": 60},
+)
+
+
+@dataclass
+class DepthProblem:
+    """Everything an evaluation needs, loaded once per process."""
+
+    model: Any  # models.DepthModel
+    dataset: Any  # data.DepthDataset
+    options: dict[str, Any]
+    gamma: np.ndarray = field(default_factory=lambda: np.ones(1))
+    cut: int | None = None  # head child the cache starts at; None: no cache, full forward
+    cache: dict[str, Any] = field(default_factory=dict)
+    samples: dict[str, Any] = field(default_factory=dict)
+
+    def sample(self, name: str) -> Any:
+        if name not in self.samples:
+            self.samples[name] = self.dataset.load(name)
+        return self.samples[name]
+
+    def inputs(self, name: str) -> np.ndarray:
+        from .preprocess import prepare
+
+        model = self.model
+        size = self.options["input_size"] or model.input_size
+        return prepare(self.sample(name).rgb, size=size, keep_aspect=model.keep_aspect,
+                       normalization=model.normalization)
+
+    def predict(self, names: tuple[str, ...]) -> list[np.ndarray]:
+        """Disparity at each image's ground-truth resolution, knobs as currently applied."""
+        import torch
+
+        from .preprocess import resize_back
+
+        outputs = []
+        for name in names:
+            if self.cut is None:
+                disparity = self.model.forward(self.inputs(name)[None])
+            else:
+                if name not in self.cache:
+                    with torch.no_grad():
+                        self.cache[name] = self.model.head_module[: self.cut](self.model.features(self.inputs(name)[None]))
+                with torch.no_grad():
+                    disparity = self.model.head_module[self.cut:](self.cache[name]).squeeze(1)
+            prediction = disparity[0].float().cpu().numpy()
+            with np.errstate(invalid="ignore"):  # a negative base with a fractional gamma is a NaN: a failure
+                prediction = np.power(prediction, float(self.gamma[0]))
+            outputs.append(resize_back(prediction, self.sample(name).depth.shape))
+        return outputs
+
+
+def _threads(config: Any) -> None:
+    """Share the cores between pool workers instead of oversubscribing them."""
+    import torch
+
+    workers = config.run.resolved_workers()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))
 
 
 @hookimpl
 def retrofit_register_domains(register: Any) -> None:
-    register(Domain(name="depth", help="MiDaS/DPT depth models, judged by the share of pixels off by more than X % (not built yet: issue 4)"))
+    register(DOMAIN)
+
+
+@hookimpl
+def retrofit_load_model(domain: str, config: Any) -> DepthProblem | None:
+    if domain != NAME:
+        return None
+    from .data import DepthDataset
+    from .demo_data import demo_dataset
+    from .models import load_model
+
+    options = dict(config.options)
+    _threads(config)
+    folder = Path(options["data"]) if options["data"] else demo_dataset(options["demo_images"], options["demo_seed"])
+    dataset = DepthDataset(folder)
+    model = load_model(options["model"], device=options["device"])
+    return DepthProblem(model=model, dataset=dataset, options=options)
+
+
+@hookimpl
+def retrofit_expose_parameters(domain: str, model: Any, config: Any) -> list[Knob] | None:
+    if domain != NAME:
+        return None
+    return build_depth_knobs(model, list(config.options["knobs"]))
+
+
+def build_depth_knobs(problem: DepthProblem, specs: list[dict[str, Any]]) -> list[Knob]:
+    """Knobs from specs: this pack's kinds here, the rest through ``retrofit.nn.build_knobs``.
+
+    Also decides where the feature cache may start: at the first head child a knob touches,
+    and nowhere if a knob acts before the head (or on the input statistics).
+    """
+    from retrofit.nn import build_knobs
+
+    model = problem.model
+    knobs: list[Knob] = []
+    torch_specs = []
+    cacheable = bool(problem.options["cache_features"])
+    for spec in specs:
+        kind = spec.get("kind") if isinstance(spec, dict) else None
+        if kind == "gamma":
+            knobs.append(ArrayKnob("output_gamma", problem.gamma, sigma=float(spec.get("sigma", 0.05)),
+                                   lower=0.25, upper=4.0))
+        elif kind == "input_stats":
+            sigma = float(spec.get("sigma", 0.02))
+            knobs.append(ArrayKnob("input_mean", model.normalization.mean, sigma=sigma))
+            knobs.append(ArrayKnob("input_std", model.normalization.std, sigma=sigma, lower=0.02))
+            cacheable = False
+        else:
+            if not isinstance(spec, dict) or "target" not in spec:
+                raise UsageError(f"depth.knobs: {spec!r} needs a kind and a target (kinds: {', '.join(PACK_KINDS)} "
+                                 f"and retrofit.nn's)")
+            torch_specs.append({**spec, "target": str(spec["target"]).replace(HEAD, model.head_prefix)})
+    knobs.extend(build_knobs(model.net, torch_specs) if torch_specs else [])
+    problem.cut = _cache_start(model, torch_specs) if cacheable else None
+    problem.cache.clear()
+    return knobs
+
+
+def _cache_start(model: Any, torch_specs: list[dict[str, Any]]) -> int | None:
+    """Index of the first head child any knob touches (the cache holds that child's input)."""
+    prefix = model.head_prefix + "."
+    touched = []
+    for spec in torch_specs:
+        target = spec["target"]
+        if not target.startswith(prefix):
+            return None  # a knob before the head: features change with the candidate
+        child = target[len(prefix):].split(".")[0]
+        if not child.isdigit():
+            return None
+        touched.append(int(child))
+    return min(touched, default=len(model.head_module))
+
+
+@hookimpl
+def retrofit_batches(domain: str, config: Any, split: str) -> list[tuple[str, ...]] | None:
+    if domain != NAME:
+        return None
+    from .data import DepthDataset
+    from .demo_data import demo_dataset
+
+    options = config.options
+    folder = Path(options["data"]) if options["data"] else demo_dataset(options["demo_images"], options["demo_seed"])
+    dataset = DepthDataset(folder)
+    # dataset-level alignment fits one scale and shift over the whole split: one batch
+    batches = ([tuple(dataset.names(split))] if options["alignment"] == "dataset"
+               else dataset.batches(split, options["batch_size"]))
+    if not batches or not batches[0]:
+        raise UsageError(f"dataset {folder} has no {split} images")
+    return batches
+
+
+@hookimpl
+def retrofit_evaluate(domain: str, model: Any, batch: tuple[str, ...], config: Any) -> dict[str, float] | None:
+    if domain != NAME:
+        return None
+    from .metrics import depth_metrics
+
+    options = config.options
+    predictions = model.predict(batch)
+    samples = [model.sample(name) for name in batch]
+    per_image = depth_metrics(predictions, [s.depth for s in samples], [s.valid for s in samples],
+                              threshold=options["threshold"], depth_cap=options["depth_cap"],
+                              alignment=options["alignment"])
+    return {key: float(np.mean([m[key] for m in per_image])) for key in ("bad_pixel_rate", "abs_rel", "rmse")} | {
+        "degenerate_rate": float(np.mean([m["degenerate"] for m in per_image]))}
+
+
+@hookimpl
+def retrofit_export(domain: str, model: Any, knobs: Any, values: dict[str, Any], output: Path) -> Path | None:
+    """The network's state_dict with its knobs baked in; gamma and input statistics live in the
+    delta file the core writes beside it."""
+    if domain != NAME:
+        return None
+    from retrofit.nn.plugin import retrofit_export as torch_export
+
+    network_knobs = [knob for knob in knobs if not isinstance(knob, ArrayKnob)]
+    if not network_knobs:
+        return None
+    return torch_export(domain=domain, model=model.model.net, knobs=network_knobs,
+                        values={k.name: values[k.name] for k in network_knobs}, output=output)
+
+
+@hookimpl
+def retrofit_run_finished(domain: str, config: Any, run_dir: Path, summary: dict[str, Any]) -> None:
+    """Error maps of a few held-out images, before and after: ``error_maps.png``."""
+    if domain != NAME or not summary.get("best", {}).get("values"):
+        return
+    from .error_maps import write_error_maps
+
+    write_error_maps(config, summary, run_dir / "error_maps.png")
