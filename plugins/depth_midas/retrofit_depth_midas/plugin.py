@@ -83,22 +83,31 @@ class DepthProblem:
                        normalization=model.normalization)
 
     def predict(self, names: tuple[str, ...]) -> list[np.ndarray]:
-        """Disparity at each image's ground-truth resolution, knobs as currently applied."""
+        """Disparity at each image's ground-truth resolution, knobs as currently applied.
+
+        Images of one shape go through the network together; with a cache, the activations at
+        the cut are kept per batch, so a candidate costs one pass of the rest of the head.
+        """
         import torch
 
         from .preprocess import resize_back
 
+        inputs = [self.inputs(name) for name in names] if self.cut is None or names not in self.cache else []
+        groups = [list(names)] if len({i.shape for i in inputs}) <= 1 else [[n] for n in names]
+        disparities: list[np.ndarray] = []
+        with torch.no_grad():
+            for group in groups:
+                key = tuple(group)
+                if self.cut is None:
+                    disparity = self.model.forward(np.stack([inputs[names.index(n)] for n in group]))
+                else:
+                    if key not in self.cache:
+                        pixels = np.stack([inputs[names.index(n)] for n in group])
+                        self.cache[key] = self.model.head_module[: self.cut](self.model.features(pixels))
+                    disparity = self.model.head_module[self.cut:](self.cache[key]).squeeze(1)
+                disparities.extend(disparity.float().cpu().numpy())
         outputs = []
-        for name in names:
-            if self.cut is None:
-                disparity = self.model.forward(self.inputs(name)[None])
-            else:
-                if name not in self.cache:
-                    with torch.no_grad():
-                        self.cache[name] = self.model.head_module[: self.cut](self.model.features(self.inputs(name)[None]))
-                with torch.no_grad():
-                    disparity = self.model.head_module[self.cut:](self.cache[name]).squeeze(1)
-            prediction = disparity[0].float().cpu().numpy()
+        for name, prediction in zip(names, disparities):
             with np.errstate(invalid="ignore"):  # a negative base with a fractional gamma is a NaN: a failure
                 prediction = np.power(prediction, float(self.gamma[0]))
             outputs.append(resize_back(prediction, self.sample(name).depth.shape))
