@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,7 +73,7 @@ class _State:
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     pending: dict[int, tuple[Any, np.ndarray]] = field(default_factory=dict)  # asked, not told
     finished: dict[int, Outcome] = field(default_factory=dict)  # evaluated, waiting for its turn
-    waiting: set[tuple[str, int]] = field(default_factory=set)  # re-scores in flight
+    waiting: Counter[tuple[str, int]] = field(default_factory=Counter)  # re-scores in flight
     asked: int = 0
     stop_asking: bool = False
 
@@ -327,12 +328,12 @@ class Run:
     def _rescore(self, split: str, identifier: int, repeat: int = 0) -> None:
         assert self.space is not None
         key = (split, identifier)
-        if key in self.state.waiting or (split == "validation" and identifier in self.state.validation):
+        if split == "validation" and (key in self.state.waiting or identifier in self.state.validation):
             return
         # candidate 0 is re-scored before its train result exists: its values are the identity
         values = self.space.identity if identifier == 0 else self.space.join(self.state.by_id[identifier]["values"])
         batches = self._round_batches(("reevaluation", identifier, repeat)) if split == "train" else None
-        self.state.waiting.add(key)
+        self.state.waiting[key] += 1
         self.executor.submit(Task(identifier, split, values, batches))
 
     def _drain_rescores(self) -> None:
@@ -344,7 +345,7 @@ class Run:
         entry = {"id": outcome.candidate, "split": outcome.split, "loss": outcome.loss, "loss_se": outcome.loss_se,
                  "metrics": outcome.metrics, "standard_errors": outcome.standard_errors,
                  "seconds": round(outcome.seconds, 6), "worker": outcome.worker, "error": outcome.error}
-        self.state.waiting.discard((outcome.split, outcome.candidate))
+        self.state.waiting -= Counter([(outcome.split, outcome.candidate)])  # drops keys that reach 0
         if outcome.split == "validation":
             self.record.append(VALIDATION, entry)
             self.state.validation[outcome.candidate] = entry

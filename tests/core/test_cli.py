@@ -138,14 +138,14 @@ def test_wrong_types_and_unknown_keys_exit_2(tmp_path):
 
 
 def test_a_domain_that_is_not_built_says_what_is_missing(tmp_path):
-    line = one_error_line(cli("depth", "tune", "--budget", "5", "--workers", "1", cwd=tmp_path))
-    assert "retrofit_load_model" in line and "'depth'" in line and "not built" in line
+    line = one_error_line(cli("doom", "tune", "--budget", "5", "--workers", "1", cwd=tmp_path))
+    assert "retrofit_load_model" in line and "'doom'" in line and "not built" in line
     assert not list((tmp_path / "runs").glob("*")), "a run that never started leaves no run directory"
-    one_error_line(cli("doom", "evaluate", cwd=tmp_path))
+    one_error_line(cli("codegen", "evaluate", cwd=tmp_path))
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    done = cli("--debug", "depth", "evaluate", cwd=tmp_path)
+    done = cli("--debug", "doom", "evaluate", cwd=tmp_path)
     assert done.returncode == 2
     assert "Traceback (most recent call last)" in done.stderr and "retrofit_load_model" in done.stderr
 

@@ -133,7 +133,7 @@ def test_candidates_of_a_round_share_their_batches(toy_run):
         by_round.setdefault(entry["id"] // 4, set()).add(tuple(entry["batches"]))
     assert all(len(subsets) == 1 for subsets in by_round.values())  # common random numbers
     assert len({next(iter(s)) for s in by_round.values()}) > 1  # rounds draw afresh
-    assert summary["noisy"] and summary["optimizer"]["used"] == "TBPSA"
+    assert summary["noisy"] and summary["optimizer"]["used"] == "DiagonalCMA"
 
 
 def test_top_candidates_are_reevaluated_and_averaged(toy_run):

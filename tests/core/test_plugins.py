@@ -286,11 +286,11 @@ def test_register_must_be_given_a_domain(capsys):
 # -- calling hooks ------------------------------------------------------------------------
 def test_a_hook_nobody_answers_says_which_hook_is_missing_for_which_domain():
     plugins = load(environ={})
-    depth = plugins.domain("depth")
+    codegen = plugins.domain("codegen")
     with pytest.raises(UsageError) as caught:
-        plugins.call("retrofit_load_model", domain="depth", config=resolve(depth))
+        plugins.call("retrofit_load_model", domain="codegen", config=resolve(codegen))
     message = str(caught.value)
-    assert "retrofit_load_model" in message and "'depth'" in message and "retrofit-depth-midas" in message
+    assert "retrofit_load_model" in message and "'codegen'" in message and "retrofit-codegen" in message
     with pytest.raises(UsageError, match="retrofit_batches for domain 'doom'"):
         plugins.call("retrofit_batches", domain="doom", config=resolve(plugins.domain("doom")), split="train")
 
