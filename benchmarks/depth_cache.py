@@ -1,7 +1,7 @@
 """Depth evaluation throughput: the head cache against a full forward per candidate.
 
-The default depth knobs (gains on the input of the last 1x1 conv, an output gamma) touch only
-the end of the head, so the plugin caches the head's activations before the first knob once
+Head-only knob sets (here the default's gains on the input of the last 1x1 conv and output
+gamma, without its input statistics) touch only the end of the head, so the plugin caches the head's activations before the first knob once
 per image and re-runs only the rest per candidate. This measures candidates per second with
 and without that cache, side by side, on the same model, images and candidate values.
 
@@ -16,10 +16,9 @@ import time
 
 import numpy as np
 import torch
-
 from retrofit.config import resolve
 from retrofit.evaluator import Evaluator, Task
-from retrofit_depth_midas.plugin import DOMAIN
+from retrofit_depth_midas.plugin import DOMAIN, HEAD_ONLY_KNOBS
 
 
 def throughput(evaluator: Evaluator, candidates: list[np.ndarray]) -> float:
@@ -43,7 +42,8 @@ def main() -> None:
 
     def evaluator(cache: bool) -> Evaluator:
         config = resolve(DOMAIN, None, {"depth.model": args.model, "depth.demo_images": args.images,
-                                        "depth.cache_features": cache, "run.executor": "serial"})
+                                        "depth.cache_features": cache, "depth.knobs": HEAD_ONLY_KNOBS,
+                                        "run.executor": "serial"})
         return Evaluator(config)
 
     cached, full = evaluator(True), evaluator(False)

@@ -15,7 +15,7 @@ from retrofit.config import resolve
 from retrofit.evaluator import Evaluator, Task
 from retrofit_depth_midas.models import save_tiny_dpt
 from retrofit_depth_midas.net import TinyMidas, save_checkpoint
-from retrofit_depth_midas.plugin import DOMAIN
+from retrofit_depth_midas.plugin import DOMAIN, HEAD_ONLY_KNOBS
 from retrofit_depth_midas.scenes import SHIFTED, write_dataset
 
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -44,7 +44,7 @@ def test_tune_on_the_demo_data_writes_records_and_error_maps(workspace):
         "--budget", "12", "--workers", "2", "--out", "R", cwd=root, env=workspace["env"], check=0)
     result = summary(root / "R")
     assert result["status"] == "finished" and result["evaluations"] == 12 == len(history(root / "R"))
-    assert result["parameters"]["count"] == 33  # 32 input gains of the last 1x1 conv + the gamma
+    assert result["parameters"]["count"] == 39  # 32 input gains of the last 1x1 conv, gamma, input mean and std
     for split in ("train", "validation"):
         assert set(result["baseline"][split]["metrics"]) == {"bad_pixel_rate", "abs_rel", "rmse", "degenerate_rate"}
     assert (root / "R" / "error_maps.png").stat().st_size > 1000
@@ -52,8 +52,8 @@ def test_tune_on_the_demo_data_writes_records_and_error_maps(workspace):
 
 
 def test_the_head_cache_gives_the_same_figures_as_a_full_forward(workspace):
-    cached = Evaluator(_config(workspace))
-    full = Evaluator(_config(workspace, cache_features=False))
+    cached = Evaluator(_config(workspace, knobs=HEAD_ONLY_KNOBS))
+    full = Evaluator(_config(workspace, knobs=HEAD_ONLY_KNOBS, cache_features=False))
     assert cached.model.cut == 4 and full.model.cut is None
     rng = np.random.default_rng(0)
     for _ in range(3):
@@ -80,7 +80,7 @@ def test_a_hugging_face_dpt_goes_through_the_same_path(workspace, tmp_path):
                cwd=tmp_path, env=workspace["env"], check=0)
     figures = json.loads(done.stdout)
     assert 0 <= figures["validation"]["metrics"]["bad_pixel_rate"] <= 1
-    evaluator = Evaluator(_config(workspace, model=str(model_dir)))
+    evaluator = Evaluator(_config(workspace, model=str(model_dir), knobs=HEAD_ONLY_KNOBS))
     assert evaluator.model.model.head_prefix == "head.head" and evaluator.model.cut == 4
 
 
@@ -99,7 +99,8 @@ def test_export_bakes_the_gains_and_keeps_the_gamma_in_the_delta(workspace):
     state = torch.load(root / "out" / "model.pt", weights_only=True)
     assert "scratch.output_conv.4.weight" in state
     delta = json.loads((root / "out" / "model.pt.delta.json").read_text())
-    assert set(delta["values"]) == {"channel_gain:scratch.output_conv.4.weight", "output_gamma"}
+    assert set(delta["values"]) == {"channel_gain:scratch.output_conv.4.weight", "output_gamma", "input_mean",
+                                    "input_std"}
 
 
 @pytest.mark.parametrize("args, message", [
