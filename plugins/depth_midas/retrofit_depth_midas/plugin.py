@@ -120,7 +120,8 @@ class DepthProblem:
 
 
 def _threads(config: Any) -> None:
-    """Share the cores between pool workers instead of oversubscribing them."""
+    """Share the cores between pool workers: with the head cache a candidate is a few small
+    tensor ops, and two threads per process on this 2-core machine made it 3.6x slower than one."""
     import torch
 
     workers = config.run.resolved_workers()
