@@ -98,10 +98,13 @@ def groups_for(evaluator: Evaluator) -> list[ProbeGroup]:
 def knob_spec(description: Mapping[str, Any]) -> dict[str, Any]:
     """The pasteable spec of a knob from its :meth:`~retrofit.knobs.Knob.describe`.
 
+    A knob whose description carries a ``spec`` (a domain's own knob kinds) gives exactly that.
     Knobs with a ``target`` (the torch knobs of :mod:`retrofit.nn`) keep ``kind``, ``target``
     and their kind's own arguments, which is what :func:`retrofit.nn.build_knobs` takes; sigma
     and bounds are left to the kind's defaults, which the probe used. Other knobs are named.
     """
+    if isinstance(description.get("spec"), Mapping):
+        return dict(description["spec"])
     if "target" not in description:
         return {"name": description.get("name", "?")}
     spec = {"kind": description.get("kind"), "target": description["target"]}

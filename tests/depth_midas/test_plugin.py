@@ -99,8 +99,7 @@ def test_export_bakes_the_gains_and_keeps_the_gamma_in_the_delta(workspace):
     state = torch.load(root / "out" / "model.pt", weights_only=True)
     assert "scratch.output_conv.4.weight" in state
     delta = json.loads((root / "out" / "model.pt.delta.json").read_text())
-    assert set(delta["values"]) == {"channel_gain:scratch.output_conv.4.weight", "output_gamma", "input_mean",
-                                    "input_std"}
+    assert set(delta["values"]) == {"channel_gain:scratch.output_conv.4.weight", "output_gamma", "input_stats"}
 
 
 @pytest.mark.parametrize("args, message", [
@@ -114,3 +113,14 @@ def test_bad_input_is_one_line_and_exit_code_2(workspace, tmp_path, args, messag
                cwd=tmp_path, env={**workspace["env"], "HF_HUB_OFFLINE": "1"}, check=2)
     assert message in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_probe_ranks_the_whole_network_and_suggests_buildable_knobs(workspace, tmp_path):
+    done = cli("depth", "probe", "--model", str(workspace["model"]), "--data", str(workspace["data"]),
+               "--batches", "1", "--perturbations", "2", "--max-parameters", "40", "--json", cwd=tmp_path, check=0)
+    report = json.loads(done.stdout)
+    names = {row["name"] for row in report["rows"]}
+    assert {"output gamma", "input statistics"} <= names and any(n.startswith("scratch.output_conv") for n in names)
+    assert any(n.startswith("stem") or n.startswith("stages") for n in names)  # before the head too
+    evaluator = Evaluator(_config(workspace, knobs=report["suggested"]))  # the suggestion builds as it is
+    assert 0 < evaluator.space.size <= 40

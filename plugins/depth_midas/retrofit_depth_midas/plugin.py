@@ -156,6 +156,42 @@ def retrofit_expose_parameters(domain: str, model: Any, config: Any) -> list[Kno
     return build_depth_knobs(model, list(config.options["knobs"]))
 
 
+class GammaKnob(ArrayKnob):
+    """``disparity ** gamma`` on the network's output (identity 1)."""
+
+    def __init__(self, gamma: np.ndarray, sigma: float) -> None:
+        super().__init__("output_gamma", gamma, sigma=sigma, lower=0.25, upper=4.0)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "spec": {"kind": "gamma"}}
+
+
+class InputStatsKnob(Knob):
+    """The per-channel mean and std that normalise input images (6 values, identity: the model's own)."""
+
+    name = "input_stats"
+    size = 6
+    lower, upper = 0.02, 2.0  # keeps every std positive; means of [0, 1] images stay inside too
+
+    def __init__(self, normalization: Any, sigma: float) -> None:
+        self.normalization = normalization
+        self.sigma = sigma
+        self._original = np.concatenate([normalization.mean, normalization.std]).astype(float)
+
+    def identity(self) -> np.ndarray:
+        return self._original.copy()
+
+    def apply(self, values: np.ndarray) -> None:
+        self.normalization.mean[...] = values[:3]  # the model's own arrays, read at every prepare()
+        self.normalization.std[...] = values[3:]
+
+    def restore(self) -> None:
+        self.apply(self._original)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "spec": {"kind": "input_stats"}}
+
+
 def build_depth_knobs(problem: DepthProblem, specs: list[dict[str, Any]]) -> list[Knob]:
     """Knobs from specs: this pack's kinds here, the rest through ``retrofit.nn.build_knobs``.
 
@@ -171,12 +207,9 @@ def build_depth_knobs(problem: DepthProblem, specs: list[dict[str, Any]]) -> lis
     for spec in specs:
         kind = spec.get("kind") if isinstance(spec, dict) else None
         if kind == "gamma":
-            knobs.append(ArrayKnob("output_gamma", problem.gamma, sigma=float(spec.get("sigma", 0.05)),
-                                   lower=0.25, upper=4.0))
+            knobs.append(GammaKnob(problem.gamma, sigma=float(spec.get("sigma", 0.05))))
         elif kind == "input_stats":
-            sigma = float(spec.get("sigma", 0.02))
-            knobs.append(ArrayKnob("input_mean", model.normalization.mean, sigma=sigma))
-            knobs.append(ArrayKnob("input_std", model.normalization.std, sigma=sigma, lower=0.02))
+            knobs.append(InputStatsKnob(model.normalization, sigma=float(spec.get("sigma", 0.02))))
             cacheable = False
         else:
             if not isinstance(spec, dict) or "target" not in spec:
@@ -239,6 +272,21 @@ def retrofit_evaluate(domain: str, model: Any, batch: tuple[str, ...], config: A
 
 
 @hookimpl
+def retrofit_probe_groups(domain: str, model: Any) -> list[Any] | None:
+    """Every layer of the network (channel gains, biases, output gains), plus this pack's
+    output gamma and input statistics, for ``retrofit depth probe``."""
+    if domain != NAME:
+        return None
+    from retrofit import ProbeGroup
+    from retrofit.nn.probe import torch_groups
+
+    model.cut = None  # probed groups reach anywhere in the network: cached activations would be stale
+    extra = [ProbeGroup("output gamma", (GammaKnob(model.gamma, sigma=0.05),)),
+             ProbeGroup("input statistics", (InputStatsKnob(model.model.normalization, sigma=0.02),))]
+    return [*torch_groups(model.model.net), *extra]
+
+
+@hookimpl
 def retrofit_export(domain: str, model: Any, knobs: Any, values: dict[str, Any], output: Path) -> Path | None:
     """The network's state_dict with its knobs baked in; gamma and input statistics live in the
     delta file the core writes beside it."""
@@ -246,7 +294,7 @@ def retrofit_export(domain: str, model: Any, knobs: Any, values: dict[str, Any],
         return None
     from retrofit.nn.plugin import retrofit_export as torch_export
 
-    network_knobs = [knob for knob in knobs if not isinstance(knob, ArrayKnob)]
+    network_knobs = [knob for knob in knobs if not isinstance(knob, (GammaKnob, InputStatsKnob))]
     if not network_knobs:
         return None
     return torch_export(domain=domain, model=model.model.net, knobs=network_knobs,
