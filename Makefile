@@ -1,5 +1,5 @@
 # Two entry points, both self-contained on a fresh machine (see README):
-#   make demo   set up .venv and run the main retrofit job on embedded defaults
+#   make demo   set up .venv and run the main retrofit job (the depth demo) on embedded defaults
 #   make test   set up .venv with the test tools and run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,7 +18,7 @@ setup-test: setup
 	$(PIP) -e ".[test]" ./examples/curve_plugin
 
 demo: setup
-	$(VENV)/bin/retrofit toy tune
+	$(VENV)/bin/retrofit depth tune
 
 test: setup-test
 	$(VENV)/bin/python -m pytest
