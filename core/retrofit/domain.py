@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-
 # Flags of the per-domain commands themselves (tune, evaluate, probe, export): a domain option
 # may not reuse these names, or its --flag would shadow retrofit's.
 RESERVED_OPTION_NAMES = frozenset({

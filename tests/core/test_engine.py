@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import history
 from retrofit.config import resolve
 from retrofit.evaluator import Evaluator, Task

@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from retrofit.delta import delta_path
 from retrofit.errors import UsageError
 from retrofit.knobs import KnobSet
 from retrofit.nn import DELTA_FORMAT, apply_delta, bake_state_dict, build_knobs, read_delta, write_delta
 from retrofit.nn.plugin import retrofit_export
+from torch import nn
 
 CORE = Path(__file__).resolve().parents[2] / "core"
 
@@ -246,7 +245,6 @@ def test_plugin_import_does_not_load_torch() -> None:
 
 def test_plugin_registers_against_the_hookspecs(tmp_path: Path) -> None:
     import pluggy
-
     import retrofit.nn.plugin
     from retrofit import hookspecs
 

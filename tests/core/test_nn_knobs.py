@@ -8,8 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from retrofit.errors import UsageError
 from retrofit.knobs import KnobSet
 from retrofit.nn import (
@@ -25,6 +23,7 @@ from retrofit.nn import (
     select_modules,
     select_parameters,
 )
+from torch import nn
 
 
 class TinyConv(nn.Module):

@@ -12,8 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from retrofit import Domain, Option, hookimpl
 from retrofit.config import resolve
 from retrofit.evaluator import Evaluator
@@ -32,6 +30,7 @@ from retrofit.probe import (
     toml_snippet,
 )
 from retrofit.toy import DOMAIN as TOY
+from torch import nn
 
 
 def toy_evaluator(**options: Any) -> Evaluator:

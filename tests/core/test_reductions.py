@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from retrofit.errors import ConfigError
 from retrofit.reductions import (
     KINDS,
@@ -18,11 +17,11 @@ from retrofit.reductions import (
     Reducer,
     bootstrap_se,
     constraint_violations,
+    pareto_front,
     parse_constraint,
     parse_constraints,
     parse_reducer,
     parse_reducers,
-    pareto_front,
     pick_by_weights,
     reduce_metrics,
     standard_errors,

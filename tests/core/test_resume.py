@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import cli, history, summary
 
 ARGS = ["toy", "tune", "--budget", "60", "--workers", "2", "--seed", "5", "--set", "toy.delay=0.02",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -10,15 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from retrofit.errors import UsageError
 from retrofit.nn import build_knobs
 from retrofit_depth_midas import models
 from retrofit_depth_midas.models import DepthModel, load_model
 from retrofit_depth_midas.net import TinyMidas, save_checkpoint
-
-needs_transformers = pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
-                                        reason="transformers is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +27,7 @@ def tiny_dpt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return models.save_tiny_dpt(tmp_path_factory.mktemp("hf") / "tiny-dpt", seed=0)
 
 
-@pytest.fixture(params=["tinymidas", pytest.param("hf-dpt", marks=needs_transformers)])
+@pytest.fixture(params=["tinymidas", "hf-dpt"])
 def model_and_input(request: pytest.FixtureRequest) -> tuple[DepthModel, torch.Tensor]:
     torch.manual_seed(1)
     if request.param == "tinymidas":
@@ -49,7 +44,6 @@ def test_tinymidas_checkpoint_loads_with_its_conventions(tiny_midas_file: Path) 
     np.testing.assert_allclose(mean, [0.485, 0.456, 0.406])  # ImageNet by default
 
 
-@needs_transformers
 def test_hf_directory_loads_offline_with_dpt_conventions(tiny_dpt_dir: Path) -> None:
     model = load_model(str(tiny_dpt_dir))
     assert (model.family, model.head_prefix, model.keep_aspect, model.input_size) == ("hf-dpt", "head.head", False, 64)
@@ -66,7 +60,6 @@ def test_forward_is_head_of_features_exactly(model_and_input: tuple[DepthModel, 
     assert out.std() > 0  # the tiny DPT's re-initialised head gives a usable, varying output
 
 
-@needs_transformers
 def test_hf_cut_reproduces_predicted_depth() -> None:
     net = models.random_tiny_dpt(seed=3)
     model = models.from_hf_dpt(net, "tiny")
@@ -105,7 +98,6 @@ def test_head_knobs_change_outputs_and_restore_bit_identically(
     assert torch.equal(model(x), baseline)
 
 
-@needs_transformers
 def test_hub_id_offline_is_one_quick_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import huggingface_hub.constants as hub_constants
 
@@ -124,7 +116,6 @@ def test_hub_id_offline_is_one_quick_line(monkeypatch: pytest.MonkeyPatch, tmp_p
         assert "download Intel/dpt-large --local-dir DIR" in message and "--model DIR" in message
 
 
-@needs_transformers
 def test_hub_id_found_in_the_cache_loads_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import huggingface_hub.constants as hub_constants
 
@@ -172,7 +163,6 @@ def test_directories_that_are_not_dpt_models_are_refused(tmp_path: Path) -> None
         load_model(str(tmp_path))
 
 
-@needs_transformers
 def test_transformers_missing_asks_to_install_it(monkeypatch: pytest.MonkeyPatch, tiny_dpt_dir: Path) -> None:
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(UsageError, match="pip install transformers"):

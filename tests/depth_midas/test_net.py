@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from retrofit.errors import UsageError
 from retrofit_depth_midas.net import CHECKPOINT_FORMAT, TinyMidas, load_checkpoint, save_checkpoint
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from conftest import cli, history, summary
-
 from retrofit.config import resolve
 from retrofit.evaluator import Evaluator, Task
 from retrofit_depth_midas.models import save_tiny_dpt

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from retrofit import Aggregate, ArrayKnob, Domain, Option, hookimpl
 
 NAME = "curve"

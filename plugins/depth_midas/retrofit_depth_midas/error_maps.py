@@ -53,7 +53,6 @@ def depth_image(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
 def write_error_maps(config: Any, summary: dict[str, Any], path: Path) -> Path:
     """Render the grid for the run's chosen values; returns the PNG path."""
     import cv2
-
     from retrofit.evaluator import Evaluator
 
     evaluator = Evaluator(config)

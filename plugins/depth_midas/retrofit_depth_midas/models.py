@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from retrofit.errors import UsageError
 from torch import Tensor, nn
 
-from retrofit.errors import UsageError
 from retrofit_depth_midas.net import TinyMidas, load_checkpoint
 from retrofit_depth_midas.preprocess import HALF, IMAGENET, Normalization
 

@@ -23,9 +23,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from retrofit.errors import UsageError
+from torch import Tensor, nn
 
 #: format tag of :func:`save_checkpoint` files; bumped on any incompatible change.
 CHECKPOINT_FORMAT = "retrofit-tinymidas/1"

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from retrofit import ArrayKnob, Domain, Knob, Option, UsageError, hookimpl
 
 NAME = "depth"
