@@ -108,7 +108,7 @@ def _domain_group(plugins: Plugins, domain: Domain) -> click.Group:
         from retrofit import executors
         from retrofit.display import ProgressBar, print_summary
         from retrofit.engine import Run
-        from retrofit.records import CONFIG, HISTORY, SUMMARY, RunRecord
+        from retrofit.records import CONFIG, HISTORY, SUMMARY, VALIDATION, RunRecord
 
         overrides = _overrides(domain, assignments, flags)
         created = False
@@ -127,7 +127,7 @@ def _domain_group(plugins: Plugins, domain: Domain) -> click.Group:
         try:
             summary = Run(config, domain, executors.create(config), record, bar.callbacks()).execute()
         except Exception:
-            if created and not (record.path / HISTORY).exists() and not (record.path / SUMMARY).exists():
+            if created and not any((record.path / name).exists() for name in (HISTORY, VALIDATION, SUMMARY)):
                 _discard(record.path, keep_directory=existed)  # failed before recording anything
             raise
         finally:
@@ -328,8 +328,11 @@ def main(argv: list[str] | None = None) -> int:
         error.show()
         code = EXIT_USAGE
     except Interrupted as stopped:
-        click.echo(f"\ninterrupted; everything finished is recorded. Resume with:\n"
-                   f"  retrofit {_domain_of(args)} tune --resume {stopped.record.path}", err=True)
+        if (stopped.record.path / "config.toml").is_file():
+            click.echo(f"\ninterrupted; everything finished is recorded. Resume with:\n"
+                       f"  retrofit {_domain_of(args)} tune --resume {stopped.record.path}", err=True)
+        else:  # stopped before anything was recorded: nothing to resume
+            click.echo("\ninterrupted before the run started", err=True)
         code = EXIT_INTERRUPTED
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("\ninterrupted", err=True)

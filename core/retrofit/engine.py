@@ -125,6 +125,7 @@ class Run:
         self.choice: optimizers.OptimizerChoice | None = None
         self._started = time.monotonic()
         self._previous_wall = 0.0
+        self._running = False
 
     # -- public ------------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
@@ -134,6 +135,7 @@ class Run:
             self.space, self.train_batches = setup.space, setup.train_batches
             self._build_optimizer()
             self._replay()
+            self._running = True  # from here on the summary on disk is this run's to update
             self.progress.on_start(self.settings.budget, self.state.told)
             self._rescore("validation", 0)  # the baseline's held-out score is always measured
             self._loop()
@@ -141,11 +143,11 @@ class Run:
             status = STOPPED_EARLY if self.state.stop_asking else FINISHED
             summary = self.summary(status)
         except KeyboardInterrupt:
-            if self.space is not None and self.choice is not None:  # else: stopped before anything ran
+            if self._running:  # else: stopped before anything ran
                 self.record.write_summary(self.summary("interrupted"))
             raise Interrupted(self.record) from None
         except BaseException:
-            if self.space is not None and self.choice is not None:
+            if self._running:  # never overwrite a record this run did not get to (e.g. a finished one)
                 self.record.write_summary(self.summary("failed"))
             raise
         finally:

@@ -96,3 +96,10 @@ def test_resume_refuses_a_history_from_other_settings(tmp_path: Path) -> None:
     (run_dir / "config.toml").write_text(config.replace("seed = 5", "seed = 6"))
     done = cli("toy", "tune", "--resume", str(run_dir), cwd=tmp_path, check=1)
     assert "cannot resume" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path: Path, reference: Path) -> None:
+    before = (reference / "summary.json").read_text()
+    done = cli("toy", "tune", "--resume", str(reference), cwd=tmp_path, check=2)
+    assert "already finished" in done.stderr
+    assert (reference / "summary.json").read_text() == before
