@@ -127,6 +127,16 @@ def _threads(config: Any) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))
 
 
+def _dataset(options: Any) -> Any:
+    """The ``data`` folder, or the demo's rendered scenes (made once, then cached)."""
+    from .data import DepthDataset
+    from .demo_data import demo_dataset
+
+    if options["data"]:
+        return DepthDataset(Path(options["data"]))
+    return DepthDataset(demo_dataset(options["demo_images"], options["demo_seed"]))
+
+
 @hookimpl
 def retrofit_register_domains(register: Any) -> None:
     register(DOMAIN)
@@ -136,16 +146,12 @@ def retrofit_register_domains(register: Any) -> None:
 def retrofit_load_model(domain: str, config: Any) -> DepthProblem | None:
     if domain != NAME:
         return None
-    from .data import DepthDataset
-    from .demo_data import demo_dataset
     from .models import load_model
 
     options = dict(config.options)
     _threads(config)
-    folder = Path(options["data"]) if options["data"] else demo_dataset(options["demo_images"], options["demo_seed"])
-    dataset = DepthDataset(folder)
     model = load_model(options["model"], device=options["device"])
-    return DepthProblem(model=model, dataset=dataset, options=options)
+    return DepthProblem(model=model, dataset=_dataset(options), options=options)
 
 
 @hookimpl
@@ -240,17 +246,13 @@ def _cache_start(model: Any, torch_specs: list[dict[str, Any]]) -> int | None:
 def retrofit_batches(domain: str, config: Any, split: str) -> list[tuple[str, ...]] | None:
     if domain != NAME:
         return None
-    from .data import DepthDataset
-    from .demo_data import demo_dataset
-
     options = config.options
-    folder = Path(options["data"]) if options["data"] else demo_dataset(options["demo_images"], options["demo_seed"])
-    dataset = DepthDataset(folder)
+    dataset = _dataset(options)
     # dataset-level alignment fits one scale and shift over the whole split: one batch
     batches = ([tuple(dataset.names(split))] if options["alignment"] == "dataset"
                else dataset.batches(split, options["batch_size"]))
     if not batches or not batches[0]:
-        raise UsageError(f"dataset {folder} has no {split} images")
+        raise UsageError(f"dataset {dataset.root} has no {split} images")
     return batches
 
 
