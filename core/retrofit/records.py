@@ -105,11 +105,6 @@ class RunRecord:
             raise UsageError(f"{path} is not a retrofit run directory (no {CONFIG})")
         return record
 
-    def read_config(self) -> dict[str, Any]:
-        from retrofit.config import read_toml
-
-        return read_toml(self.path / CONFIG)
-
     # -- history -------------------------------------------------------------------------
     def append(self, name: str, entry: dict[str, Any]) -> None:
         """Append one JSON line durably."""
