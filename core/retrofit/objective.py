@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 
 from retrofit import hookimpl
 from retrofit.config import Config
-from retrofit.reductions import Reducer, reduce_metrics, standard_errors, weighted_sum
+import numpy as np
+
+from retrofit.reductions import DEFAULT_RESAMPLES, DEFAULT_SEED, Reducer, reduce_metrics, standard_errors, weighted_sum
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,36 @@ def retrofit_aggregate(metrics: Sequence[Mapping[str, float]], config: Config) -
         losses = [{"loss": weighted_sum(batch, config.objective)} for batch in metrics]
         loss_se = Reducer("loss", "mean", "loss").standard_error(losses)
     return Aggregate(loss=weighted_sum(means, config.objective), metrics=means, loss_se=loss_se,
+                     standard_errors={name: se for name, se in errors.items() if se is not None})
+
+
+def reduced_aggregate(metrics: Sequence[Mapping[str, float]], reducers: Sequence[Reducer],
+                      objective: Mapping[str, float], *, resamples: int = DEFAULT_RESAMPLES,
+                      seed: int = DEFAULT_SEED) -> Aggregate:
+    """An :class:`Aggregate` from a domain's own reducers (ratios of sums, quantiles, ...).
+
+    For domains whose candidate metrics are not means of per-batch values, e.g. kills per life
+    = total kills / total lives over episodes. Each metric gets its reducer's standard error;
+    the loss, a weighted sum of reduced metrics, gets a seeded bootstrap standard error over
+    the batches (deterministic for the same input). Metrics the objective weights must be
+    among the reducers' names.
+    """
+    reduced = reduce_metrics(metrics, reducers)
+    errors = standard_errors(metrics, reducers, resamples=resamples, seed=seed)
+    loss = weighted_sum(reduced, objective)
+    loss_se = None
+    if len(metrics) >= 2:
+        needed = [r for r in reducers if r.name in objective]
+        rng = np.random.default_rng(seed)
+        losses = []
+        for _ in range(resamples):
+            sample = [metrics[i] for i in rng.integers(0, len(metrics), size=len(metrics))]
+            try:
+                losses.append(weighted_sum(reduce_metrics(sample, needed), objective))
+            except ValueError:  # e.g. a resample whose ratio has a zero denominator: skip it
+                continue
+        loss_se = float(np.std(losses, ddof=1)) if len(losses) >= 2 else None
+    return Aggregate(loss=loss, metrics=reduced, loss_se=loss_se,
                      standard_errors={name: se for name, se in errors.items() if se is not None})
 
 

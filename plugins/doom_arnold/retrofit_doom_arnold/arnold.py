@@ -146,6 +146,7 @@ class ArnoldNet(nn.Module):
         recurrent = "rnn.weight_ih_l0" in sd
         variables = tuple(v for v in VARIABLES if f"{v}_emb.weight" in sd)
         in_ch = sd["conv.0.weight"].shape[1]
+        kwargs.setdefault("hidden", sd["proj_action_scores.weight"].shape[1])
         if game_features is None:
             n_feat = sd["proj_game_features.4.weight"].shape[0] if "proj_game_features.4.weight" in sd else 0
             game_features = GAME_FEATURES[:n_feat] if n_feat <= 2 else tuple(f"feature{i}" for i in range(n_feat))
@@ -173,17 +174,21 @@ def preprocess(frame: np.ndarray, height: int = HEIGHT, width: int = WIDTH, gray
 
 
 class ArnoldPolicy:
-    """Play an :class:`ArnoldNet` greedily in :meth:`game.Game.play` (keeps the LSTM state or the
-    frame history; ``reset()`` is called at the start of each episode)."""
+    """Play an :class:`ArnoldNet` in :meth:`game.Game.play`: greedy on the action scores, or, with
+    ``temperature > 0``, sampling from ``softmax(scores / temperature)`` with an RNG seeded by the
+    episode's seed (so an episode is reproducible). Keeps the LSTM state or the frame history;
+    ``reset(seed)`` is called at the start of each episode."""
 
-    def __init__(self, net: ArnoldNet, device: str = "cpu"):
+    def __init__(self, net: ArnoldNet, device: str = "cpu", temperature: float = 0.0):
         self.net = net.eval().to(device)
         self.device = device
+        self.temperature = temperature
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, seed: int = 0) -> None:
         self.hidden = None
         self.frames: list[np.ndarray] = []
+        self.rng = np.random.default_rng([seed, 0xD00])
 
     def variable_names(self) -> list[str]:
         return [VARIABLES[v][0] for v in self.net.variables]
@@ -202,4 +207,9 @@ class ArnoldPolicy:
         return q[0]
 
     def __call__(self, frame: np.ndarray, variables: dict[str, float]) -> int:
-        return int(self.scores(frame, variables).argmax())
+        q = self.scores(frame, variables).double().cpu().numpy()
+        if self.temperature <= 0:
+            return int(q.argmax())
+        z = (q - q.max()) / self.temperature
+        p = np.exp(z)
+        return int(self.rng.choice(len(p), p=p / p.sum()))

@@ -27,13 +27,31 @@ from typing import Any, Self
 import numpy as np
 from retrofit import UsageError
 
+from . import watchdog
 from .actions import ActionSpace
 
 TICS_PER_SECOND = 35
 # variables read for the metrics, whatever the policy asks for
 _BOOKKEEPING = ("KILLCOUNT", "DEATHCOUNT", "FRAGCOUNT", "HEALTH")
 
-Policy = Callable[[np.ndarray, dict[str, float]], int]
+Policy = Callable[..., int]
+"""``policy(frame, variables) -> action``; a policy with ``needs_labels = True`` is called as
+``policy(frame, variables, labels)`` with the objects on screen (ViZDoom's labels buffer)."""
+
+
+@dataclass(frozen=True)
+class Label:
+    """An object on screen, from ViZDoom's labels buffer (pixel box in the frame)."""
+
+    name: str
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @property
+    def centre_x(self) -> float:
+        return self.x + self.width / 2
 
 
 def engine_pids(parent: int | None = None) -> list[int]:
@@ -158,6 +176,7 @@ class Game:
         self._game: Any = None
         self._finalizer: weakref.finalize | None = None
         self._read: list[str] = list(dict.fromkeys([*self.settings.variables, *_BOOKKEEPING]))
+        self._labels = False  # the labels buffer is switched on for policies that ask for it
 
     # -- engine lifecycle -------------------------------------------------------------------------------
     def _new_game(self) -> Any:
@@ -176,6 +195,7 @@ class Game:
         g.set_screen_format(vizdoom.ScreenFormat.GRAY8 if s.gray else vizdoom.ScreenFormat.RGB24)
         g.set_available_buttons(self.action_space.vizdoom_buttons())
         g.set_available_game_variables([getattr(vizdoom.GameVariable, v) for v in self._read])
+        g.set_labels_buffer_enabled(self._labels)
         if s.episode_timeout:
             g.set_episode_timeout(int(s.episode_timeout))
         if s.bots:
@@ -189,7 +209,9 @@ class Game:
         """Start the engine (``seed``: its start-up RNG seed; default the settings' seed)."""
         if self._game is None:
             if self._tmp is None:
-                self._tmp = tempfile.TemporaryDirectory(prefix="retrofit_doom_")
+                # the owner's pid in the name lets the watchdog find this engine if we die
+                self._tmp = tempfile.TemporaryDirectory(prefix=watchdog.marker())
+            watchdog.ensure_started()
             g = self._new_game()
             g.set_seed(self.settings.seed if seed is None else int(seed))  # also fixes the engine's -rngseed
             cwd = os.getcwd()
@@ -235,11 +257,24 @@ class Game:
             buf = np.transpose(buf, (1, 2, 0))  # CHW formats -> HWC
         return np.ascontiguousarray(buf, dtype=np.uint8)
 
-    def play(self, policy: Policy, seed: int | None = None, max_steps: int | None = None) -> EpisodeResult:
-        """One episode from ``seed``: ``policy(frame HxWxC uint8, variables) -> action index``."""
+    def _labels_of(self, state: Any) -> list[Label]:
+        return [Label(lab.object_name, int(lab.x), int(lab.y), int(lab.width), int(lab.height))
+                for lab in (state.labels or []) if lab.object_name != "DoomPlayer"]
+
+    def play(self, policy: Policy, seed: int | None = None, max_steps: int | None = None,
+             on_frame: Callable[[np.ndarray, int], None] | None = None) -> EpisodeResult:
+        """One episode from ``seed``: ``policy(frame HxWxC uint8, variables) -> action index``.
+
+        ``on_frame(frame, action)`` sees every frame the policy saw and the action it chose (for
+        recordings and demonstrations).
+        """
         import vizdoom
 
         seed = self.settings.seed if seed is None else int(seed)
+        labels = bool(getattr(policy, "needs_labels", False))
+        if labels != self._labels:
+            self.close()  # the labels buffer is set when the engine starts
+            self._labels = labels
         if self.settings.fresh_game:
             self.close()
         self.open(seed)
@@ -252,7 +287,7 @@ class Game:
             for _ in range(self.settings.bots):
                 g.send_game_command("addbot")
         if hasattr(policy, "reset"):
-            policy.reset()  # e.g. a recurrent policy's hidden state
+            policy.reset(seed)  # a recurrent policy's hidden state, a sampling policy's RNG
         result = EpisodeResult(seed=seed, lives=0)
         death0 = g.get_game_variable(gv.DEATHCOUNT)
         kills0 = g.get_game_variable(gv.KILLCOUNT)
@@ -266,9 +301,15 @@ class Game:
                     g.respawn_player()
                     continue
                 state = g.get_state()
-                a = int(policy(self._frame(state), self._vars(state)))
+                frame = self._frame(state)
+                if labels:
+                    a = int(policy(frame, self._vars(state), self._labels_of(state)))
+                else:
+                    a = int(policy(frame, self._vars(state)))
                 if not 0 <= a < n:
                     raise UsageError(f"policy returned action {a}, outside 0..{n - 1} of {self.action_space}")
+                if on_frame is not None:
+                    on_frame(frame, a)
                 result.reward += g.make_action(self.action_space.actions[a], self.settings.frame_skip)
                 result.actions.append(a)
                 result.steps += 1

@@ -1,0 +1,131 @@
+"""What a finished Doom run adds to its directory: the trivial scripted policies scored on the
+same held-out seeds (``scripted.json``), and a recording of one held-out episode, baseline
+beside retrofitted (``episode.mp4`` and ``episode.gif``).
+
+A retrofit only counts if the retrofitted agent beats every trivial policy on the held-out
+seeds (DESIGN.md: a prototype's "improvement" was a spin-and-shoot policy in disguise), so
+``scripted.json`` says for each policy whether the retrofitted agent beat it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+GIF_SCALE = 0.5  # the GIF is for reports and pull requests: half size keeps it small
+
+
+def _reduced(per_batch: list[dict[str, float]], config: Any) -> dict[str, Any]:
+    from retrofit.objective import reduced_aggregate
+    from retrofit.reductions import parse_reducers
+
+    reducers = list(parse_reducers(config.options["reducers"], where="doom.reducers"))
+    aggregate = reduced_aggregate(per_batch, reducers, config.objective, resamples=200)
+    return {"loss": aggregate.loss, "loss_se": aggregate.loss_se, "metrics": dict(aggregate.metrics),
+            "standard_errors": dict(aggregate.standard_errors)}
+
+
+def score_scripted(options: dict[str, Any], config: Any, run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """Play each trivial policy on the held-out seeds, batch for batch like the agent."""
+    from .game import Game
+    from .plugin import attack_actions, episode_sums, game_settings, retrofit_batches
+    from .scripted import TRIVIAL
+
+    settings = game_settings(options, _meta(options))
+    batches = retrofit_batches(domain="doom", config=config, split="validation")
+    attacks = attack_actions(settings)
+    retrofitted = (summary.get("best") or {}).get("validation") or {}
+    baseline = (summary.get("baseline") or {}).get("validation") or {}
+    scores: dict[str, Any] = {}
+    with Game(settings) as game:
+        for name, make in TRIVIAL.items():
+            policy = make(game.action_space)
+            per_batch = [episode_sums([game.play(policy, seed) for seed in batch], attacks) for batch in batches]
+            scores[name] = _reduced(per_batch, config)
+            if retrofitted.get("loss") is not None:
+                scores[name]["beaten_by_retrofit"] = bool(retrofitted["loss"] < scores[name]["loss"])
+            if baseline.get("loss") is not None:
+                scores[name]["beaten_by_baseline"] = bool(baseline["loss"] < scores[name]["loss"])
+    (run_dir / "scripted.json").write_text(json.dumps(scores, indent=2) + "\n")
+    return scores
+
+
+def _meta(options: dict[str, Any]) -> dict[str, Any]:
+    from .agents import load_agent
+
+    return load_agent(str(options["model"])).meta
+
+
+@contextmanager
+def _applied(problem: Any, config: Any, values: dict[str, Any]) -> Iterator[None]:
+    from .plugin import build_doom_knobs
+
+    knobs = build_doom_knobs(problem, list(config.options["knobs"]))
+    try:
+        for knob in knobs:
+            knob.apply(np.asarray(values[knob.name], dtype=float))
+        yield
+    finally:
+        for knob in knobs:
+            knob.restore()
+
+
+def _frames(problem: Any, seed: int) -> tuple[list[np.ndarray], Any]:
+    frames: list[np.ndarray] = []
+    (result,) = problem.play((seed,), on_frame=lambda frame, action: frames.append(frame.copy()))
+    return frames, result
+
+
+def _caption(frame: np.ndarray, text: str) -> np.ndarray:
+    import cv2
+
+    out = frame.copy()
+    cv2.putText(out, text, (4, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 0), 1, cv2.LINE_AA)
+    return out
+
+
+def record_comparison(options: dict[str, Any], config: Any, run_dir: Path, summary: dict[str, Any],
+                      seed: int | None = None) -> list[Path]:
+    """Play the first held-out seed (or ``seed``) with the baseline and the retrofitted agent and
+    write the two side by side, frame for frame (the shorter episode holds its last frame)."""
+    import cv2
+
+    from .plugin import load_problem, seeds
+
+    problem = load_problem(options)
+    seed = seeds(options, "validation")[0] if seed is None else seed
+    before, result_before = _frames(problem, seed)
+    with _applied(problem, config, summary["best"]["values"]):
+        after, result_after = _frames(problem, seed)
+    n = max(len(before), len(after))
+    left_label = f"baseline: {result_before.kills} kills, {result_before.seconds:.0f}s"
+    right_label = f"retrofitted: {result_after.kills} kills, {result_after.seconds:.0f}s"
+    frames = [np.concatenate([_caption(before[min(i, len(before) - 1)], left_label),
+                              _caption(after[min(i, len(after) - 1)], right_label)], axis=1) for i in range(n)]
+    fps = max(1, round(35 / problem.game_settings().frame_skip))  # real time
+    height, width = frames[0].shape[:2]
+    mp4 = run_dir / "episode.mp4"
+    writer = cv2.VideoWriter(str(mp4), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    written = []
+    if writer.isOpened():
+        for frame in frames:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        writer.release()
+        written.append(mp4)
+    animation = cv2.Animation()
+    small = [cv2.resize(f, (int(width * GIF_SCALE), int(height * GIF_SCALE)), interpolation=cv2.INTER_AREA)
+             for f in frames[::2]]  # every other frame: half the size, still readable
+    animation.frames = [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in small]
+    animation.durations = [int(2000 / fps)] * len(small)
+    gif = run_dir / "episode.gif"
+    if cv2.imwriteanimation(str(gif), animation):
+        written.append(gif)
+    (run_dir / "episode.json").write_text(json.dumps(
+        {"seed": seed, "baseline": result_before.as_dict(), "retrofitted": result_after.as_dict(),
+         "files": [p.name for p in written]}, indent=2) + "\n")
+    return written
