@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,9 +28,9 @@ from retrofit_doom_arnold.plugin import DOMAIN, episode_sums, retrofit_aggregate
 SHORT = {"doom.episode_timeout": 140, "doom.train_episodes": 4, "doom.validation_episodes": 2}
 
 
-def all_engines() -> list[int]:
-    """Every live engine any retrofit process started (markers of all owners)."""
-    found = []
+def all_engines() -> dict[int, int]:
+    """Every live engine a retrofit process started: engine pid -> owner pid (from its marker)."""
+    found = {}
     for entry in os.listdir("/proc"):
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as fh:
@@ -38,9 +39,29 @@ def all_engines() -> list[int]:
                 state = fh.read().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue
-        if state != "Z" and b"vizdoom" in cmd.split(b"\0")[0] and b"/retrofit_doom_" in cmd:
-            found.append(int(entry))
+        marker = re.search(rb"/retrofit_doom_(\d+)_", cmd)
+        if state != "Z" and b"vizdoom" in cmd.split(b"\0")[0] and marker:
+            found[int(entry)] = int(marker.group(1))
     return found
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def orphans(wait: float = 5.0) -> list[int]:
+    """Engines whose owner is gone, once the watchdogs had ``wait`` seconds to sweep them
+    (engines of other live runs on this machine are not orphans)."""
+    deadline = time.monotonic() + wait
+    while True:
+        left = [pid for pid, owner in all_engines().items() if not os.path.exists(f"/proc/{owner}")]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +195,6 @@ def test_the_same_candidate_and_seeds_score_the_same_in_another_process(checkpoi
 
 
 def test_tune_with_two_workers_writes_the_comparison_and_the_recording(checkpoint, tmp_path):
-    before = set(all_engines())
     sets = [f"--set={k}={v}" for k, v in {**SHORT, "run.budget": 4, "run.batches_per_evaluation": 2,
                                           "run.round_size": 2, "run.validate_every": 4, "run.workers": 2}.items()]
     done = cli("doom", "tune", "--model", str(checkpoint), *sets, "--out", str(tmp_path / "run"), check=0,
@@ -185,15 +205,20 @@ def test_tune_with_two_workers_writes_the_comparison_and_the_recording(checkpoin
     for split in ("train", "validation"):
         figures = s["baseline"][split]
         assert {"kills_per_life", "life_expectancy", "kd"} <= set(figures["metrics"])
-    scripted = json.loads((run / "scripted.json").read_text())
-    assert set(scripted) == {"always_attack", "spin_and_shoot", "random"}
-    assert scripted["always_attack"]["metrics"]["attack_share"] == 1.0
-    assert all("beaten_by_retrofit" in v for v in scripted.values())
+    heldout = json.loads((run / "heldout.json").read_text())
+    assert set(heldout) == {"always_attack", "spin_and_shoot", "random", "baseline", "retrofitted"}
+    assert heldout["always_attack"]["metrics"]["attack_share"] == 1.0
+    assert all("beaten_by_retrofit" in heldout[name] for name in ("always_attack", "spin_and_shoot", "random"))
+    assert len(heldout["baseline"]["episodes"]) == 2
+    # replaying the agents on the held-out seeds gives the run's own validation figures
+    assert heldout["baseline"]["reproduced"] and heldout["retrofitted"]["reproduced"]
     episode = json.loads((run / "episode.json").read_text())
     assert episode["seed"] == 1_000_000 and (run / "episode.gif").stat().st_size > 1000
     assert "kills_per_life" in done.stdout
-    time.sleep(0.5)  # watchdogs sweep within a poll
-    assert set(all_engines()) <= before
+    cli("report", str(run), "-o", str(tmp_path / "report.html"), check=0)
+    page = (tmp_path / "report.html").read_text()
+    assert "Doom: held-out episodes" in page and "spin and shoot" in page and page.count("data:image/gif") == 1
+    assert orphans() == []
 
 
 def test_engines_die_with_their_owner_on_kill_and_on_ctrl_c(checkpoint, tmp_path):
@@ -213,20 +238,44 @@ def test_engines_die_with_their_owner_on_kill_and_on_ctrl_c(checkpoint, tmp_path
     assert watchdog.engines_of(owner.pid) == []
 
     # Ctrl-C in the middle of a two-worker run: no engine survives it
-    before = set(all_engines())
     sets = [f"--set={k}={v}" for k, v in {**SHORT, "doom.episode_timeout": 2100, "run.budget": 50,
                                           "run.workers": 2}.items()]
     run = subprocess.Popen([sys.executable, "-m", "retrofit", "doom", "tune", "--model", str(checkpoint), *sets,
                             "--out", str(tmp_path / "interrupted")], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
+
+    def engines_of_the_run() -> list[int]:  # owned by the run or by its pool workers
+        return [pid for pid, owner in all_engines().items() if owner == run.pid or _parent(owner) == run.pid]
+
     deadline = time.monotonic() + 60
-    while not (set(all_engines()) - before) and time.monotonic() < deadline:
+    while not engines_of_the_run() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert set(all_engines()) - before, "the run never started an engine"
+    assert engines_of_the_run(), "the run never started an engine"
     run.send_signal(signal.SIGINT)
     output, _ = run.communicate(timeout=60)
     assert run.returncode == 130, output
-    deadline = time.monotonic() + 5
-    while set(all_engines()) - before and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert set(all_engines()) <= before
+    assert orphans() == []
+
+
+def test_the_shipped_agent_plays_the_same_episodes_in_a_reused_engine_in_any_order():
+    """Engine reuse (the default without bots) is only safe if an episode depends on its seed
+    alone: compare a reused engine, in two orders, with a fresh engine per episode."""
+    from dataclasses import replace
+
+    from retrofit_doom_arnold.game import Game
+    from retrofit_doom_arnold.plugin import load_problem
+
+    problem = load_problem(dict(resolve(DOMAIN, None, {"doom.episode_timeout": 700}).options))
+    assert problem.agent.meta["scenario"] == "defend_the_center" and not problem.settings.fresh_game
+    seeds = [5, 1_000_003, 17]
+
+    def play(order, fresh):
+        with Game(replace(problem.settings, fresh_game=fresh)) as game:
+            return {seed: game.play(problem.policy(), seed) for seed in order}
+
+    fresh = play(seeds, True)
+    for order in (seeds, seeds[::-1]):
+        reused = play(order, False)
+        for seed in seeds:
+            assert reused[seed].as_dict() == fresh[seed].as_dict() and reused[seed].actions == fresh[seed].actions
+    assert sum(r.kills for r in fresh.values()) > 0  # the shipped agent does hit things

@@ -1,10 +1,10 @@
-"""What a finished Doom run adds to its directory: the trivial scripted policies scored on the
-same held-out seeds (``scripted.json``), and a recording of one held-out episode, baseline
-beside retrofitted (``episode.mp4`` and ``episode.gif``).
+"""What a finished Doom run adds to its directory: the baseline, the retrofitted agent and the
+trivial scripted policies played on the same held-out seeds (``heldout.json``), and a recording
+of one held-out episode, baseline beside retrofitted (``episode.mp4`` and ``episode.gif``).
 
 A retrofit only counts if the retrofitted agent beats every trivial policy on the held-out
 seeds (DESIGN.md: a prototype's "improvement" was a spin-and-shoot policy in disguise), so
-``scripted.json`` says for each policy whether the retrofitted agent beat it.
+``heldout.json`` says for each policy whether the retrofitted agent beat it.
 """
 
 from __future__ import annotations
@@ -30,35 +30,43 @@ def _reduced(per_batch: list[dict[str, float]], config: Any) -> dict[str, Any]:
             "standard_errors": dict(aggregate.standard_errors)}
 
 
-def score_scripted(options: dict[str, Any], config: Any, run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    """Play each trivial policy on the held-out seeds, batch for batch like the agent."""
+def score_heldout(options: dict[str, Any], config: Any, run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """Play the baseline, the retrofitted agent and each trivial policy on the held-out seeds,
+    batch for batch like the run, and write ``heldout.json``: per-episode results (for the
+    report's histograms), reduced metrics with standard errors, and whether the retrofitted
+    agent beat each trivial policy. The agents' figures equal the run's validation figures:
+    episodes are reproducible, and ``reproduced`` records that they were."""
     from .game import Game
-    from .plugin import attack_actions, episode_sums, game_settings, retrofit_batches
+    from .plugin import attack_actions, episode_sums, load_problem, retrofit_batches
     from .scripted import TRIVIAL
 
-    settings = game_settings(options, _meta(options))
+    problem = load_problem(options)
+    settings = problem.game_settings()
     batches = retrofit_batches(domain="doom", config=config, split="validation")
     attacks = attack_actions(settings)
-    retrofitted = (summary.get("best") or {}).get("validation") or {}
-    baseline = (summary.get("baseline") or {}).get("validation") or {}
-    scores: dict[str, Any] = {}
+    played: dict[str, list[list[Any]]] = {}
     with Game(settings) as game:
         for name, make in TRIVIAL.items():
             policy = make(game.action_space)
-            per_batch = [episode_sums([game.play(policy, seed) for seed in batch], attacks) for batch in batches]
-            scores[name] = _reduced(per_batch, config)
-            if retrofitted.get("loss") is not None:
-                scores[name]["beaten_by_retrofit"] = bool(retrofitted["loss"] < scores[name]["loss"])
-            if baseline.get("loss") is not None:
-                scores[name]["beaten_by_baseline"] = bool(baseline["loss"] < scores[name]["loss"])
-    (run_dir / "scripted.json").write_text(json.dumps(scores, indent=2) + "\n")
+            played[name] = [[game.play(policy, seed) for seed in batch] for batch in batches]
+    played["baseline"] = [problem.play(batch) for batch in batches]
+    values = (summary.get("best") or {}).get("values")
+    if values:
+        with _applied(problem, config, values):
+            played["retrofitted"] = [problem.play(batch) for batch in batches]
+    scores: dict[str, Any] = {}
+    for name, results in played.items():
+        scores[name] = _reduced([episode_sums(batch, attacks) for batch in results], config)
+        scores[name]["episodes"] = [r.as_dict() for batch in results for r in batch]
+    for name, key in (("baseline", "baseline"), ("retrofitted", "best")):
+        recorded = ((summary.get(key) or {}).get("validation") or {}).get("loss")
+        if name in scores and recorded is not None:
+            scores[name]["reproduced"] = bool(abs(scores[name]["loss"] - recorded) <= 1e-9 * max(1.0, abs(recorded)))
+    if "retrofitted" in scores:
+        for name in TRIVIAL:
+            scores[name]["beaten_by_retrofit"] = bool(scores["retrofitted"]["loss"] < scores[name]["loss"])
+    (run_dir / "heldout.json").write_text(json.dumps(scores, indent=1) + "\n")
     return scores
-
-
-def _meta(options: dict[str, Any]) -> dict[str, Any]:
-    from .agents import load_agent
-
-    return load_agent(str(options["model"])).meta
 
 
 @contextmanager

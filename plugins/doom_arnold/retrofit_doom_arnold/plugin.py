@@ -15,13 +15,14 @@ and to the agent.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from retrofit import Domain, Knob, Option, UsageError, hookimpl
+
+from .report_section import retrofit_report_section  # noqa: F401  (registered with this module)
 
 NAME = "doom"
 DEFAULT_KNOBS = [
@@ -54,7 +55,9 @@ DOMAIN = Domain(
         Option("resolution", "", "vizdoom.ScreenResolution name, e.g. RES_160X120; empty: the checkpoint's"),
         Option("frame_skip", 0, "tics each action is repeated; 0: the checkpoint's (4 without one)"),
         Option("episode_timeout", 0, "episode length limit in tics; 0: the scenario's"),
-        Option("bots", 0, "deathmatch bots (scenarios cig and multi)"),
+        Option("bots", 0, "deathmatch bots (scenarios cig and multi); each episode then gets a fresh engine"),
+        Option("fresh_engine", False, "start a new engine for every episode (slower); always on with bots, "
+                                      "where reusing one made scores depend on earlier episodes"),
         Option("train_episodes", 64, "train seeds: train_seed .. train_seed + train_episodes - 1"),
         Option("validation_episodes", 48, "held-out seeds: validation_seed .. validation_seed + validation_episodes - 1"),
         Option("train_seed", 0, "first train episode seed"),
@@ -66,8 +69,8 @@ DOMAIN = Domain(
                                        "frame_skip", cli=False),
         Option("reducers", DEFAULT_REDUCERS, "how episode sums become candidate metrics (retrofit.reductions)",
                cli=False),
-        Option("scripted", True, "after a run, play the trivial scripted policies on the held-out seeds "
-                                 "(scripted.json) for comparison"),
+        Option("compare", True, "after a run, play the baseline, the retrofitted agent and trivial scripted "
+                                "policies on the held-out seeds (heldout.json)"),
         Option("record", True, "after a run, record a held-out episode of the baseline and the retrofitted "
                                "agent side by side (episode.mp4 or .gif)"),
     ),
@@ -88,6 +91,7 @@ class DoomAgent:
     options: dict[str, Any]
     temperature: np.ndarray = field(default_factory=lambda: np.zeros(1))
     frame_skip: np.ndarray = field(default_factory=lambda: np.full(1, 4.0))
+    _game: Any = None  # game.Game, opened on first use and closed with the process
 
     @property
     def net(self) -> Any:
@@ -105,11 +109,20 @@ class DoomAgent:
         return replace(self.settings, frame_skip=max(1, int(round(float(self.frame_skip[0])))))
 
     def play(self, seeds: tuple[int, ...], policy: Any = None, on_frame: Any = None) -> list[Any]:
+        """Play one episode per seed with the agent as knobbed (or ``policy``).
+
+        The engine is kept between calls (one per process; frame skip is read per step, so
+        knobbing it needs no new engine). Episodes stay independent of what the engine played
+        before unless bots are in the game, where each episode gets a fresh engine
+        (``GameSettings.fresh_game``).
+        """
         from .game import Game
 
-        with Game(self.game_settings()) as game:
-            policy = self.policy() if policy is None else policy
-            return [game.play(policy, seed, on_frame=on_frame) for seed in seeds]
+        if self._game is None:
+            self._game = Game(self.settings)
+        self._game.settings = self.game_settings()
+        policy = self.policy() if policy is None else policy
+        return [self._game.play(policy, seed, on_frame=on_frame) for seed in seeds]
 
 
 def episode_sums(results: list[Any], attack_actions: set[int]) -> dict[str, float]:
@@ -142,15 +155,15 @@ def game_settings(options: dict[str, Any], meta: dict[str, Any]) -> Any:
     return GameSettings(scenario=pick("scenario", "defend_the_center"), resolution=pick("resolution", "RES_160X120"),
                         actions=pick("actions", "turn_lr+attack"), frame_skip=int(pick("frame_skip", 4)),
                         episode_timeout=int(options["episode_timeout"]), bots=int(options["bots"]),
-                        variables=variables)
+                        variables=variables, fresh_game=bool(options["fresh_engine"]) or int(options["bots"]) > 0)
 
 
-def _threads(config: Any) -> None:
-    """One torch thread per pool worker: a step is a small forward, and the engine needs a core too."""
+def _threads() -> None:
+    """One torch thread: a step is a small forward, and the engine beside it needs a core too
+    (two threads per process, on 2 cores shared with the engines, made steps several times slower)."""
     import torch
 
-    workers = config.run.resolved_workers()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))
+    torch.set_num_threads(1)
 
 
 def load_problem(options: dict[str, Any]) -> DoomAgent:
@@ -181,7 +194,7 @@ def retrofit_register_domains(register: Any) -> None:
 def retrofit_load_model(domain: str, config: Any) -> DoomAgent | None:
     if domain != NAME:
         return None
-    _threads(config)
+    _threads()
     return load_problem(dict(config.options))
 
 
@@ -281,14 +294,14 @@ def retrofit_export(domain: str, model: Any, knobs: Any, values: dict[str, Any],
 
 @hookimpl
 def retrofit_run_finished(domain: str, config: Any, run_dir: Path, summary: dict[str, Any]) -> None:
-    """The trivial scripted policies on the held-out seeds (``scripted.json``), and a recording of
-    a held-out episode, baseline beside retrofitted (``episode.mp4`` or ``.gif``)."""
+    """Baseline, retrofitted and trivial scripted policies on the held-out seeds (``heldout.json``),
+    and a recording of a held-out episode, baseline beside retrofitted (``episode.mp4``, ``.gif``)."""
     if domain != NAME:
         return
-    from .finish import record_comparison, score_scripted
+    from .finish import record_comparison, score_heldout
 
     options = dict(config.options)
-    if options["scripted"]:
-        score_scripted(options, config, run_dir, summary)
+    if options["compare"]:
+        score_heldout(options, config, run_dir, summary)
     if options["record"] and summary.get("best", {}).get("values"):
         record_comparison(options, config, run_dir, summary)

@@ -127,7 +127,7 @@ def demo_settings() -> GameSettings:
 
 
 def train(out: Path, *, rounds: int = 4, episodes: int = 30, epochs: int = 6, hidden: int = 128,
-          tolerance: float = 4.0, beta: float = 0.5, seed: int = 0, seeds_from: int = 100_000) -> dict[str, Any]:
+          tolerance: float = 9.0, beta: float = 0.5, seed: int = 0, seeds_from: int = 100_000) -> dict[str, Any]:
     """Train the demo agent with DAgger and save it (a plain ``state_dict`` plus metadata)."""
     import torch
 
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episodes", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--tolerance", type=float, default=4.0)
+    parser.add_argument("--tolerance", type=float, default=9.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     train(args.out, rounds=args.rounds, episodes=args.episodes, epochs=args.epochs, hidden=args.hidden,
