@@ -26,12 +26,14 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 
-def bare_loop(seeds: list[int], fresh: bool) -> int:
-    """Play the seeds with plain vizdoom calls and the demo network; returns the steps played."""
+def bare_loop(seeds: list[int], fresh: bool, agent: Any = None) -> int:
+    """Play the seeds with plain vizdoom calls and the agent's network (default: the demo agent);
+    returns the steps played. Also the raw Doom loop of benchmarks/throughput.py."""
     import torch
     import vizdoom
 
@@ -39,7 +41,7 @@ def bare_loop(seeds: list[int], fresh: bool) -> int:
     from retrofit_doom_arnold.agents import load_agent
     from retrofit_doom_arnold.arnold import preprocess
 
-    agent = load_agent("builtin")
+    agent = agent or load_agent("builtin")
     net = agent.net
     space = ActionSpace(agent.meta["actions"])
 

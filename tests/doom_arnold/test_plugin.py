@@ -115,6 +115,15 @@ def test_seed_ranges_are_disjoint_and_checked(checkpoint):
         retrofit_batches(domain="doom", config=_config(checkpoint, **{"doom.validation_seed": 2}), split="train")
 
 
+def test_epsilon_greedy_plays_random_actions_reproducibly(checkpoint):
+    evaluator = Evaluator(_config(checkpoint, **{"doom.epsilon": 1.0}))
+    runs = [evaluator.evaluate(Task(0, "train", evaluator.space.identity, (0, 1))) for _ in range(2)]
+    assert runs[0].metrics == runs[1].metrics
+    assert 0.2 < runs[0].metrics["attack_share"] < 0.5  # one action in three attacks
+    with pytest.raises(UsageError, match="epsilon"):
+        Evaluator(_config(checkpoint, **{"doom.epsilon": 1.5}))
+
+
 def test_bad_models_get_one_line(checkpoint, tmp_path):
     from retrofit_doom_arnold.plugin import load_problem
 
@@ -165,6 +174,7 @@ def test_temperature_samples_reproducibly_and_frame_skip_is_discrete(checkpoint)
     assert first.metrics == second.metrics and first.metrics != greedy.metrics
     with evaluator.knobs.applied(hot):
         assert evaluator.model.game_settings().frame_skip == 6
+        assert evaluator.model.policy().temperature == 2.0
     assert evaluator.model.game_settings().frame_skip == 4 and evaluator.model.temperature[0] == 0.0
 
 
@@ -214,6 +224,8 @@ def test_tune_with_two_workers_writes_the_comparison_and_the_recording(checkpoin
     assert heldout["baseline"]["reproduced"] and heldout["retrofitted"]["reproduced"]
     episode = json.loads((run / "episode.json").read_text())
     assert episode["seed"] == 1_000_000 and (run / "episode.gif").stat().st_size > 1000
+    cli("doom", "record", str(run), "--seed", "1000001", check=0)
+    assert json.loads((run / "episode.json").read_text())["seed"] == 1_000_001
     assert "kills_per_life" in done.stdout
     cli("report", str(run), "-o", str(tmp_path / "report.html"), check=0)
     page = (tmp_path / "report.html").read_text()

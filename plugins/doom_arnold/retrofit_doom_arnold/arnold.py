@@ -174,15 +174,19 @@ def preprocess(frame: np.ndarray, height: int = HEIGHT, width: int = WIDTH, gray
 
 
 class ArnoldPolicy:
-    """Play an :class:`ArnoldNet` in :meth:`game.Game.play`: greedy on the action scores, or, with
-    ``temperature > 0``, sampling from ``softmax(scores / temperature)`` with an RNG seeded by the
-    episode's seed (so an episode is reproducible). Keeps the LSTM state or the frame history;
-    ``reset(seed)`` is called at the start of each episode."""
+    """Play an :class:`ArnoldNet` in :meth:`game.Game.play`: greedy on the action scores; with
+    ``temperature > 0``, sampling from ``softmax(scores / temperature)``; with ``epsilon > 0``, a
+    uniformly random action that often. Randomness comes from an RNG seeded by the episode's seed,
+    so an episode is reproducible. Keeps the LSTM state or the frame history; ``reset(seed)`` is
+    called at the start of each episode."""
 
-    def __init__(self, net: ArnoldNet, device: str = "cpu", temperature: float = 0.0):
+    def __init__(self, net: ArnoldNet, device: str = "cpu", temperature: float = 0.0, epsilon: float = 0.0):
+        if not 0.0 <= epsilon <= 1.0:
+            raise UsageError(f"epsilon must be between 0 and 1, not {epsilon}")
         self.net = net.eval().to(device)
         self.device = device
         self.temperature = temperature
+        self.epsilon = epsilon
         self.reset()
 
     def reset(self, seed: int = 0) -> None:
@@ -207,7 +211,9 @@ class ArnoldPolicy:
         return q[0]
 
     def __call__(self, frame: np.ndarray, variables: dict[str, float]) -> int:
-        q = self.scores(frame, variables).double().cpu().numpy()
+        q = self.scores(frame, variables).double().cpu().numpy()  # always: the LSTM state moves on
+        if self.epsilon and self.rng.random() < self.epsilon:
+            return int(self.rng.integers(len(q)))
         if self.temperature <= 0:
             return int(q.argmax())
         z = (q - q.max()) / self.temperature

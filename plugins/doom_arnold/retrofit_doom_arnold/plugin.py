@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 from retrofit import Domain, Knob, Option, UsageError, hookimpl
 
-from .report_section import retrofit_report_section  # noqa: F401  (registered with this module)
+from .commands import retrofit_register_commands  # noqa: F401  (hookimpls registered with this module)
+from .report_section import retrofit_report_section  # noqa: F401
 
 NAME = "doom"
 DEFAULT_KNOBS = [
@@ -64,6 +65,7 @@ DOMAIN = Domain(
         Option("validation_seed", 1_000_000, "first held-out episode seed (keep the ranges disjoint)"),
         Option("episodes_per_batch", 1, "episodes per batch: one per batch gives per-episode standard errors"),
         Option("temperature", 0.0, "policy softmax temperature; 0 plays greedily"),
+        Option("epsilon", 0.0, "share of steps played at random (epsilon-greedy)"),
         Option("device", "cpu", "torch device"),
         Option("knobs", DEFAULT_KNOBS, "knob specs: retrofit.nn kinds on the network, plus temperature and "
                                        "frame_skip", cli=False),
@@ -100,7 +102,8 @@ class DoomAgent:
     def policy(self) -> Any:
         from .arnold import ArnoldPolicy
 
-        return ArnoldPolicy(self.net, device=self.options["device"], temperature=float(self.temperature[0]))
+        return ArnoldPolicy(self.net, device=self.options["device"], temperature=float(self.temperature[0]),
+                            epsilon=float(self.options["epsilon"]))
 
     def game_settings(self) -> Any:
         """The game as currently knobbed (frame skip rounded to whole tics)."""
@@ -180,6 +183,8 @@ def load_problem(options: dict[str, Any]) -> DoomAgent:
                          f"{settings.actions!r} has {n}; give the actions it was trained with")
     if float(options["temperature"]) < 0:
         raise UsageError(f"doom.temperature must be >= 0, not {options['temperature']}")
+    if not 0.0 <= float(options["epsilon"]) <= 1.0:
+        raise UsageError(f"doom.epsilon must be between 0 and 1, not {options['epsilon']}")
     return DoomAgent(agent=agent, settings=settings, options=options,
                      temperature=np.full(1, float(options["temperature"])),
                      frame_skip=np.full(1, float(settings.frame_skip)))
