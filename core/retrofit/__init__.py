@@ -24,6 +24,7 @@ _EXPORTS = {
     "Config": "retrofit.config", "RunSettings": "retrofit.config",
     "Knob": "retrofit.knobs", "ArrayKnob": "retrofit.knobs", "KnobSet": "retrofit.knobs", "ProbeGroup": "retrofit.knobs",
     "Aggregate": "retrofit.objective",
+    "ReportSection": "retrofit.report", "ReportImage": "retrofit.report",
     "UsageError": "retrofit.errors", "ConfigError": "retrofit.errors",
     "PluginError": "retrofit.errors", "RunFailed": "retrofit.errors",
 }

@@ -4,7 +4,7 @@ A run calls the hooks in one direction::
 
     register_domains -> load_model -> expose_parameters -> batches
         -> for each candidate: evaluate (per batch) -> aggregate -> optimiser
-        -> run_finished -> export
+        -> run_finished -> export          (and report_section, for `retrofit report`)
 
 All hooks are called with keyword arguments. The *owner* hooks are ``firstresult``: the
 core asks every plugin in turn and keeps the first answer that is not ``None``. A plugin
@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # imported for annotations only: the CLI start-up path stays 
     from retrofit.domain import Domain
     from retrofit.knobs import Knob, ProbeGroup
     from retrofit.objective import Aggregate
+    from retrofit.report import ReportSection
 
 PROJECT = "retrofit"
 
@@ -131,6 +132,23 @@ def retrofit_run_finished(domain: str, config: Config, run_dir: Path, summary: M
     maps of a depth model before and after, recordings of episodes, sample programs. Write
     only inside ``run_dir``. An exception here is reported as a warning naming the plugin:
     the run itself is complete and stays so.
+    """
+
+
+@hookspec
+def retrofit_report_section(domain: str, run_dir: Path, summary: Mapping[str, Any],
+                            config: Config) -> ReportSection | Sequence[ReportSection] | None:
+    """Add the domain's own section(s) to ``retrofit report RUN_DIR``.
+
+    Return a :class:`retrofit.ReportSection` (a title, an HTML fragment, images as bytes),
+    a list of them, or ``None`` for a run whose ``domain`` is not yours. Show what only the
+    domain can: error maps, episode recordings, sample programs; reuse what your
+    ``retrofit_run_finished`` wrote into ``run_dir`` when it is there, and render it otherwise.
+    The run may still be going or have been interrupted: ``summary`` is then the latest one
+    (status ``running`` or ``interrupted``; derived from ``history.jsonl`` when the run has
+    not written ``summary.json`` yet), and ``summary["best"]["values"]`` may be ``None``.
+    Never write into ``run_dir`` here. An exception, or a section that would load anything
+    from the network, becomes a warning in the page; the rest of the report is kept.
     """
 
 

@@ -105,6 +105,30 @@ def retrofit_run_finished(domain: str, run_dir: Path, summary: dict[str, Any]) -
 
 
 @hookimpl
+def retrofit_report_section(domain: str, summary: dict[str, Any]) -> Any:
+    """``retrofit report``'s curve section: the cubic before and after, against the truth."""
+    if domain != NAME:
+        return None
+    from retrofit import ReportImage, ReportSection
+    from retrofit.plots import new_figure, png
+
+    values = (summary.get("best") or {}).get("values")
+    if not values:  # a run that has not chosen anything yet
+        return ReportSection("Curve", "<p>No candidate chosen yet.</p>")
+    x = np.linspace(-1.5, 1.5, 121)
+    figure = new_figure(7, 3)
+    axes = figure.add_subplot()
+    axes.plot(x, truth(x), color="black", label="truth sin(2x)")
+    axes.plot(x, np.polyval(_fit(), x), linestyle="--", label="baseline cubic")
+    axes.plot(x, np.polyval(np.asarray(values["coefficients"]), x), label="retrofitted cubic")
+    axes.axvspan(-1.0, 1.0, color="grey", alpha=0.1, label="fitted on")
+    axes.legend(fontsize=8)
+    return ReportSection("Curve", "<p>The polynomial before and after the retrofit; the shaded band is the "
+                                  "domain it was originally fitted on.</p>",
+                         [ReportImage(png(figure), "baseline and retrofitted cubic", "curve before and after")])
+
+
+@hookimpl
 def retrofit_export(domain: str, model: np.ndarray, knobs: Any, values: dict[str, list[float]], output: Path) -> Path | None:
     if domain != NAME:
         return None

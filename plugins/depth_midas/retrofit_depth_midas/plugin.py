@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from retrofit import ArrayKnob, Domain, Knob, Option, UsageError, hookimpl
 
+from .report_section import retrofit_report_section  # noqa: F401
+
 NAME = "depth"
 ALIGNMENTS = ("per_image", "dataset", "none")
 # Knob kinds of this pack, beside retrofit.nn's (channel_gain, output_gain, ...).
