@@ -25,7 +25,7 @@ from typing import Any
 from retrofit.domain import Domain
 from retrofit.errors import ConfigError
 
-EXECUTORS = ("serial", "local")
+EXECUTORS = ("serial", "local", "dask")
 SELECTIONS = ("validation", "train")
 TELL_ORDERS = ("ask", "completion")
 
@@ -51,6 +51,7 @@ class RunSettings:
     reevaluations: int = 0
     patience: int = 0
     multiobjective: bool = False
+    tensorboard: str = ""
 
     def resolved_workers(self) -> int:
         if self.executor == "serial":
@@ -61,8 +62,9 @@ class RunSettings:
 RUN_HELP = {
     "budget": "train evaluations, candidate 0 (the unmodified model) included",
     "workers": "evaluations in parallel; 0 means one per CPU core",
-    "executor": "serial (in this process) or local (a process pool)",
-    "scheduler": "dask scheduler address; empty starts a local cluster",
+    "executor": "serial (in this process), local (a process pool) or dask (a Dask cluster, see --scheduler)",
+    "scheduler": "dask scheduler address (tcp://host:8786); empty starts a local cluster of run.workers "
+                 "processes",
     "optimizer": "a nevergrad optimizer name, or auto",
     "seed": "seed of the optimizer; same seed, workers and budget give the same run",
     "runs_dir": "parent directory of new run directories (--out names one exactly)",
@@ -76,6 +78,8 @@ RUN_HELP = {
     "reevaluations": "extra train evaluations of each top candidate at every checkpoint, averaged with the first",
     "patience": "stop after this many checkpoints without a better validation loss; 0 never stops early",
     "multiobjective": "give the optimiser each weighted metric as its own objective and keep the Pareto front",
+    "tensorboard": "also log loss curves for TensorBoard under this directory (one subdirectory per run); "
+                   "empty: off; needs the tensorboard extra",
 }
 _CHOICES = {"executor": EXECUTORS, "selection": SELECTIONS, "tell_order": TELL_ORDERS}
 

@@ -181,7 +181,7 @@ class LocalPoolExecutor:
         ready = wait(list(waitables), timeout)
         outcomes: list[Outcome] = []
         for worker in {id(waitables[r]): waitables[r] for r in ready}.values():
-            outcome = self._collect(worker)
+            outcome = self._collect(worker, exiting=worker.process.sentinel in ready)
             if outcome is not None:
                 outcomes.append(outcome)
         if self.timeout:
@@ -192,23 +192,32 @@ class LocalPoolExecutor:
         return outcomes
 
     def _dispatch(self) -> None:
-        for worker in self._pool:
+        for worker in list(self._pool):
             if worker.task is None and self.queue:
                 task = self.queue.popleft()
-                worker.connection.send(task)
+                try:
+                    worker.connection.send(task)
+                except (OSError, ValueError):  # it died while idle (killed from outside): nothing was lost
+                    worker = self._replace(worker)
+                    worker.connection.send(task)
                 worker.task, worker.started = task, time.monotonic()
 
-    def _collect(self, worker: _Worker) -> Outcome | None:
+    def _collect(self, worker: _Worker, exiting: bool = False) -> Outcome | None:
+        """The worker's outcome, or a failed one if it died. ``exiting``: its sentinel fired.
+        A dying process closes its pipes (sentinel, connection) before it can be reaped, so
+        ``is_alive()`` may still say yes: trust the closed pipe, or this wait() returns nothing
+        and the engine would see an executor with no work left."""
+        broken = exiting
         if worker.connection.poll():
             try:
                 outcome = worker.connection.recv()
             except (EOFError, OSError):
-                outcome = None
+                outcome, broken = None, True
             if isinstance(outcome, Outcome):
                 worker.task = None
                 return outcome
-        if not worker.process.is_alive():
-            worker.process.join()
+        if broken or not worker.process.is_alive():
+            worker.process.join(5.0)
             return self._fail_and_replace(worker, f"worker died ({_exit_reason(worker.process.exitcode)})")
         return None
 
@@ -217,14 +226,19 @@ class LocalPoolExecutor:
         assert task is not None
         elapsed = time.monotonic() - worker.started
         name = f"{worker_name().split(':')[0]}:{worker.process.pid}"
+        self._replace(worker)
+        return Outcome(candidate=task.candidate, split=task.split, loss=None, seconds=elapsed,
+                       worker=name, error=reason)
+
+    def _replace(self, worker: _Worker) -> _Worker:
+        """Kill ``worker`` (if it still lives) and put a fresh one, model loaded, in its place."""
         worker.process.kill()
         worker.stop(grace=1.0)
         replacement = _Worker(self._context, self.config, worker.index)
         self._await_ready(replacement)
         self._pool[self._pool.index(worker)] = replacement
         self.restarts += 1
-        return Outcome(candidate=task.candidate, split=task.split, loss=None, seconds=elapsed,
-                       worker=name, error=reason)
+        return replacement
 
 
 def _exit_reason(code: int | None) -> str:
@@ -242,4 +256,9 @@ def create(config: Config, evaluator: Evaluator | None = None) -> Executor:
         return SerialExecutor(config, evaluator)
     if config.run.executor == "local":
         return LocalPoolExecutor(config, config.run.resolved_workers())
+    if config.run.executor == "dask":
+        from retrofit.dask_executor import DaskExecutor  # optional dependency: imported only when asked for
+
+        # on an existing cluster, workers = 0 means every worker it has (counted once connected)
+        return DaskExecutor(config, config.run.workers if config.run.scheduler else config.run.resolved_workers())
     raise RetrofitError(f"unknown executor {config.run.executor!r}")

@@ -1,0 +1,150 @@
+"""Scaling: 1 against 2 workers on a CPU-bound evaluation, with the local pool and with Dask.
+
+The evaluation is the toy domain with many samples per batch and no sleep: drawing the batch
+and classifying it is numpy work on one core (BLAS/OpenMP threads pinned to 1), a fixed amount
+per evaluation, so a run's work depends only on the budget. Each configuration runs the full
+engine (records written) in this process; its loop time excludes starting and closing the
+executor, which are reported separately as start-up overhead. Configurations are interleaved
+across repeats so that machine noise hits them alike; medians are reported.
+
+Goals: speed-up from 1 to 2 workers >= 1.8x on a 2-core machine; Dask within 10 % of the
+local pool. The machine's load average is printed at start and end: on a shared machine other
+jobs take cores away from the second worker, so read the speed-up with it.
+
+    python benchmarks/scaling.py [--budget 30] [--samples 150000] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")  # one core per worker (dask's nanny does the same for its workers)
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from retrofit import executors  # noqa: E402
+from retrofit.config import resolve  # noqa: E402
+from retrofit.engine import Run  # noqa: E402
+from retrofit.evaluator import Evaluator, Outcome, Setup, Task  # noqa: E402
+from retrofit.records import RunRecord  # noqa: E402
+from retrofit.toy import DOMAIN  # noqa: E402
+
+SPEEDUP_GOAL, DASK_GOAL = 1.8, 1.10
+
+
+class Timed:
+    """An executor wrapper that times its start and close, to keep them out of the loop time."""
+
+    def __init__(self, inner: executors.Executor) -> None:
+        self.inner = inner
+        self.startup = self.closing = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def workers(self) -> int:
+        return self.inner.workers
+
+    def start(self) -> Setup:
+        began = time.perf_counter()
+        setup = self.inner.start()
+        self.startup = time.perf_counter() - began
+        return setup
+
+    def submit(self, task: Task) -> None:
+        self.inner.submit(task)
+
+    def wait(self) -> list[Outcome]:
+        return self.inner.wait()
+
+    def close(self) -> None:
+        began = time.perf_counter()
+        self.inner.close()
+        self.closing = time.perf_counter() - began
+
+
+def overrides(args: argparse.Namespace, executor: str, workers: int) -> dict[str, Any]:
+    return {"run.executor": executor, "run.workers": workers, "run.budget": args.budget, "run.seed": 0,
+            "run.optimizer": "CMA", "run.validate_every": args.budget, "run.top_k": 1,
+            "toy.samples": args.samples, "toy.delay": 0.0}
+
+
+def measure(args: argparse.Namespace, executor: str, workers: int, out: Path) -> dict[str, float]:
+    config = resolve(DOMAIN, None, overrides(args, executor, workers))
+    timed = Timed(executors.create(config))
+    began = time.perf_counter()
+    summary = Run(config, DOMAIN, timed, RunRecord.create(config, out)).execute()
+    wall = time.perf_counter() - began
+    assert summary["status"] == "finished" and summary["failed_evaluations"] == 0
+    evaluations = summary["evaluations"] + summary["rescore_evaluations"]
+    loop = wall - timed.startup - timed.closing
+    return {"loop": loop, "rate": evaluations / loop, "startup": timed.startup, "close": timed.closing,
+            "evaluations": evaluations}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=int, default=30)
+    parser.add_argument("--samples", type=int, default=150_000, help="points per toy batch (the CPU work)")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    began = time.perf_counter()
+    load_start = os.getloadavg()
+
+    # warm up imports (nevergrad, cma) and time one evaluation serially
+    config = resolve(DOMAIN, None, overrides(args, "serial", 1))
+    evaluator = Evaluator(config)
+    evaluator.evaluate(Task(0, "train", evaluator.space.identity))
+    one = min(evaluator.evaluate(Task(0, "train", evaluator.space.identity)).seconds for _ in range(3))
+    with tempfile.TemporaryDirectory() as scratch:
+        Run(config, DOMAIN, executors.create(config), RunRecord.create(config, Path(scratch) / "warm")).execute()
+
+        configurations = [("local", 1), ("local", 2), ("dask", 1), ("dask", 2)]
+        results: dict[tuple[str, int], list[dict[str, float]]] = {c: [] for c in configurations}
+        for repeat in range(args.repeats):
+            order = configurations if repeat % 2 == 0 else configurations[::-1]
+            for executor, workers in order:
+                out = Path(scratch) / f"{executor}{workers}-{repeat}"
+                results[(executor, workers)].append(measure(args, executor, workers, out))
+
+    med = {c: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for c, rs in results.items()}
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in load_start)}; at end: "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
+    print(f"toy domain, {args.samples} samples x 3 batches per evaluation ({one * 1000:.0f} ms serial, CPU-bound), "
+          f"budget {args.budget} (+2 validation re-scores), CMA, {args.repeats} interleaved repeats, medians")
+    print()
+    # a worker's time per evaluation beyond the evaluation itself: dispatch, result, engine, records
+    print("| executor | workers | evaluations/s | ms per evaluation per worker (serial: "
+          f"{one * 1000:.0f}) | loop s | start-up s | close s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for (executor, workers), m in med.items():
+        print(f"| {executor} | {workers} | {m['rate']:.2f} | {workers * 1000 / m['rate']:.0f} | {m['loop']:.2f} | "
+              f"{m['startup']:.2f} | {m['close']:.2f} |")
+    print()
+    print("| ratio | measured | goal | verdict |")
+    print("|---|---:|---|---|")
+
+    def row(label: str, value: float, goal: str, met: bool, miss: str) -> None:
+        print(f"| {label} | {value:.2f}x | {goal} | {'met' if met else 'missed by ' + miss} |")
+
+    for executor in ("local", "dask"):
+        speedup = med[(executor, 2)]["rate"] / med[(executor, 1)]["rate"]
+        row(f"{executor}: 2 workers / 1 worker", speedup, f">= {SPEEDUP_GOAL}x", speedup >= SPEEDUP_GOAL,
+            f"{SPEEDUP_GOAL - speedup:.2f}x ({100 * (1 - speedup / SPEEDUP_GOAL):.0f} %)")
+    for workers in (1, 2):
+        ratio = med[("local", workers)]["rate"] / med[("dask", workers)]["rate"]  # > 1: dask slower
+        row(f"{workers} worker(s): local rate / dask rate", ratio, f"<= {DASK_GOAL:.2f}x", ratio <= DASK_GOAL,
+            f"{100 * (ratio - DASK_GOAL):.0f} points")
+    print(f"\nwall {time.perf_counter() - began:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
