@@ -44,6 +44,7 @@ def _search_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--budget", type=int, help=RUN_HELP["budget"]),
         click.option("--workers", type=int, help=RUN_HELP["workers"]),
         click.option("--executor", type=click.Choice(EXECUTORS), help=RUN_HELP["executor"]),
+        click.option("--scheduler", metavar="ADDR", help=RUN_HELP["scheduler"]),
         click.option("--optimizer", help=RUN_HELP["optimizer"]),
         click.option("--seed", type=int, help=RUN_HELP["seed"]),
         click.option("--out", type=click.Path(path_type=Path), help="Run directory to create (default: a new one "
@@ -102,9 +103,11 @@ def _domain_group(plugins: Plugins, domain: Domain) -> click.Group:
     @group.command(help=f"Retrofit the {domain.name} model: optimise its knobs on train, report validation.")
     @_run_options
     @_search_options
+    @click.option("--repair", is_flag=True, help="With --resume: cut each record file at its first corrupt line "
+                  "(the original is kept as FILE.corrupt) and re-run what was cut; drop a corrupt summary.json.")
     @_domain_options(domain)
     def tune(config_file: Path | None, assignments: tuple[str, ...], out: Path | None, resume: Path | None,
-             **flags: Any) -> None:
+             repair: bool, **flags: Any) -> None:
         from retrofit import executors
         from retrofit.display import ProgressBar, print_summary
         from retrofit.engine import Run
@@ -115,17 +118,27 @@ def _domain_group(plugins: Plugins, domain: Domain) -> click.Group:
         if resume is not None:
             if overrides or config_file or out:
                 raise UsageError("--resume continues a run with its recorded settings: drop the other options")
-            record = RunRecord.open(resume)
+            record = RunRecord.open(resume, repair=repair)
             config = resolve(domain, record.path / CONFIG)
         else:
+            if repair:
+                raise UsageError("--repair only applies to --resume DIR")
             config = resolve(domain, config_file, overrides)
             existed = out is not None and out.exists()
             record = RunRecord.create(config, out)
             created = True
         bar = ProgressBar(f"{domain.name} tune")
-        bar.message(f"run directory: {record.path}")
+        callbacks = bar.callbacks()
+        begin = callbacks.on_start
+
+        def announce(total: int, done: int) -> None:
+            # said once the model is loaded: a run that fails to start leaves no directory to point at
+            bar.message(f"run directory: {record.path}")
+            begin(total, done)
+
+        callbacks.on_start = announce
         try:
-            summary = Run(config, domain, executors.create(config), record, bar.callbacks()).execute()
+            summary = Run(config, domain, executors.create(config), record, callbacks).execute()
         except Exception:
             if created and not any((record.path / name).exists() for name in (HISTORY, VALIDATION, SUMMARY)):
                 _discard(record.path, keep_directory=existed)  # failed before recording anything
@@ -225,9 +238,8 @@ def _domain_group(plugins: Plugins, domain: Domain) -> click.Group:
         evaluator.space.join(values)  # checks they fit the model
         output.parent.mkdir(parents=True, exist_ok=True)
         delta = write_delta(delta_path(output), evaluator.space.specs, values, domain.name)
-        written = plugins.hook.retrofit_export(domain=domain.name, model=evaluator.model,
-                                               knobs=evaluator.knobs.knobs, values=values, output=output,
-                                               config=config)
+        written = plugins.first("retrofit_export", domain=domain.name, model=evaluator.model,
+                                knobs=evaluator.knobs.knobs, values=values, output=output, config=config)
         click.echo(f"wrote {delta}")
         if written is not None:
             click.echo(f"wrote {written}")
@@ -290,12 +302,75 @@ def build(plugins: Plugins) -> click.Group:
 
     @cli.command(name="report")
     @click.argument("run_dir", type=click.Path(path_type=Path))
-    @click.option("--output", type=click.Path(path_type=Path), help="HTML file (default RUN_DIR/report.html).")
+    @click.option("-o", "--output", type=click.Path(path_type=Path), help="HTML file (default RUN_DIR/report.html).")
     def report_command(run_dir: Path, output: Path | None) -> None:
         """Write a self-contained HTML report of a run (finished, running or interrupted)."""
         from retrofit.report import write_report
 
-        click.echo(f"wrote {write_report(run_dir, output)}")
+        written, view = write_report(run_dir, output, plugins)
+        if not view.complete:
+            click.echo(f"retrofit: note: {view.path} is not finished (status {view.status}): {view.status_note}",
+                       err=True)
+        click.echo(f"wrote {written}")
+
+    @cli.command(name="runs")
+    @click.argument("directory", type=click.Path(path_type=Path), required=False)
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    def runs_command(directory: Path | None, as_json: bool) -> None:
+        """List the runs under DIRECTORY (default: run.runs_dir, ./runs) with their key figures."""
+        from retrofit.config import RunSettings
+        from retrofit.runs import format_improvement, format_value, list_runs
+
+        views = list_runs(directory if directory is not None else Path(RunSettings().runs_dir))
+        if as_json:
+            click.echo(json.dumps([{"path": str(v.path), **v.figures()} for v in views], indent=2))
+            return
+        from rich import box
+        from rich.markup import escape
+        from rich.table import Table
+
+        from retrofit.display import out
+
+        table = Table(title=f"retrofit runs ({len(views)})", box=box.SIMPLE_HEAD, pad_edge=False,
+                      caption="baseline and chosen: validation loss; gain: its relative improvement")
+        for column in ("run", "domain", "status", "evals", "baseline", "chosen", "gain", "started"):
+            # figures never wrap; on a narrow terminal the start time goes to two lines, a long name folds
+            table.add_column(column, justify="left" if column in ("run", "domain", "status", "started") else "right",
+                             no_wrap=column not in ("run", "started"), overflow="fold",
+                             min_width=min(max((len(v.path.name) for v in views), default=3), 28)
+                             if column == "run" else None)
+        for view in views:
+            f = view.figures()
+            table.add_row(escape(f["run"]), escape(f["domain"]), f["status"], f"{f['evaluations']}/{format_value(f['budget'])}",
+                          format_value(f["baseline_validation_loss"]), format_value(f["chosen_validation_loss"]),
+                          format_improvement(f["improvement"]), format_value(f["started"]))
+        out.print(table)
+
+    @cli.command(name="compare")
+    @click.argument("run_a", type=click.Path(path_type=Path))
+    @click.argument("run_b", type=click.Path(path_type=Path))
+    @click.option("--html", "html_file", type=click.Path(path_type=Path), help="Also write the comparison as HTML.")
+    def compare_command(run_a: Path, run_b: Path, html_file: Path | None) -> None:
+        """Put two runs side by side: key figures and the chosen result's validation metrics."""
+        from rich.markup import escape
+        from rich.table import Table
+
+        from retrofit.display import out
+        from retrofit.runs import compare, format_improvement, format_value, read_run
+
+        first, second = read_run(run_a), read_run(run_b)
+        rows = compare(first, second)
+        table = Table(title="retrofit compare")
+        for column in ("figure", escape(str(run_a)), escape(str(run_b))):
+            table.add_column(column, justify="left" if column == "figure" else "right")
+        for label, a, b in rows:
+            show = format_improvement if label == "relative improvement" else format_value
+            table.add_row(escape(label), escape(show(a)), escape(show(b)))
+        out.print(table)
+        if html_file is not None:
+            from retrofit.report import write_comparison
+
+            click.echo(f"wrote {write_comparison(first, second, rows, html_file)}")
 
     for domain in plugins.domains.values():
         cli.add_command(_domain_group(plugins, domain))
@@ -324,8 +399,10 @@ def main(argv: list[str] | None = None) -> int:
         build(load()).main(args=args, prog_name="retrofit", standalone_mode=False)
     except click.exceptions.Exit as done:  # --help, --version
         code = done.exit_code
-    except click.ClickException as error:  # click's own usage errors exit 2
-        error.show()
+    except click.ClickException as error:  # click's own usage errors exit 2, on one line like ours
+        context = getattr(error, "ctx", None)
+        hint = f" (see '{context.command_path} --help')" if context is not None else ""
+        click.echo(f"retrofit: error: {error.format_message()}{hint}", err=True)
         code = EXIT_USAGE
     except Interrupted as stopped:
         if (stopped.record.path / "config.toml").is_file():

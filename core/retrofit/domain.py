@@ -15,7 +15,8 @@ from typing import Any
 # may not reuse these names, or its --flag would shadow retrofit's.
 RESERVED_OPTION_NAMES = frozenset({
     "config", "set", "budget", "workers", "executor", "optimizer", "seed", "out", "resume", "params", "split",
-    "json", "output", "debug", "help", "perturbations", "scale", "batches", "max_parameters",
+    "json", "output", "debug", "help", "perturbations", "scale", "batches", "max_parameters", "repair",
+    "scheduler",
 })
 
 

@@ -111,6 +111,10 @@ class Run:
         self.domain = domain
         self.executor = executor
         self.record = record
+        if config.run.tensorboard:  # optional TensorBoard scalars, logged as the records are written
+            from retrofit.tensorboard import logging_record
+
+            self.record = logging_record(record, config.run.tensorboard)
         self.progress = progress or Progress()
         self.settings = config.run
         self.noisy = domain.noisy or self.settings.batches_per_evaluation > 0
@@ -138,22 +142,31 @@ class Run:
             self._running = True  # from here on the summary on disk is this run's to update
             self.progress.on_start(self.settings.budget, self.state.told)
             self._rescore("validation", 0)  # the baseline's held-out score is always measured
+            if self._checkpoint_missed():  # the run stopped inside the checkpoint due here: finish it first
+                self._checkpoint()
             self._loop()
             self._checkpoint()
             status = STOPPED_EARLY if self.state.stop_asking else FINISHED
             summary = self.summary(status)
         except KeyboardInterrupt:
             if self._running:  # else: stopped before anything ran
-                self.record.write_summary(self.summary("interrupted"))
+                self._last_summary("interrupted")
             raise Interrupted(self.record) from None
         except BaseException:
             if self._running:  # never overwrite a record this run did not get to (e.g. a finished one)
-                self.record.write_summary(self.summary("failed"))
+                self._last_summary("failed")
             raise
         finally:
             self.executor.close()
         self.record.write_summary(summary)
         return summary
+
+    def _last_summary(self, status: str) -> None:
+        """Best effort: when the disk is full this write fails too, and must not hide why the run stopped."""
+        try:
+            self.record.write_summary(self.summary(status))
+        except (RunFailed, OSError):
+            pass
 
     # -- optimiser -----------------------------------------------------------------------
     def _build_optimizer(self) -> None:
@@ -225,7 +238,19 @@ class Run:
         if summary and summary.get("status") in (FINISHED, STOPPED_EARLY):
             raise UsageError(f"{self.record.path} is already {summary['status'].replace('_', ' ')}: nothing to resume")
         self._previous_wall = float(summary.get("wall_seconds", 0.0)) if summary else 0.0
-        history = self.record.read_lines(HISTORY)
+        # re-scores and checkpoints first: replaying the history needs to know where checkpoints were
+        for entry in self.record.read_lines(VALIDATION, required=("id", "loss", "error")):
+            self.state.validation[entry["id"]] = entry
+        for entry in self.record.read_lines(REEVALUATIONS, required=("id", "loss", "error")):
+            self.state.reevaluations.setdefault(entry["id"], []).append(entry)
+        checkpoints = self.record.read_lines(CHECKPOINTS, required=("evaluations", "best_validation_loss"))
+        history = self.record.read_lines(HISTORY, required=("id", "values", "told", "loss", "error"))
+        # after --repair cut the history, re-scores and checkpoints past its end are made again when
+        # the run gets there (a candidate is re-scored only once told, the baseline excepted)
+        told = {entry["id"] for entry in history} | {0}
+        self.state.validation = {i: v for i, v in self.state.validation.items() if i in told}
+        self.state.reevaluations = {i: r for i, r in self.state.reevaluations.items() if i in told}
+        self.state.checkpoints = [c for c in checkpoints if c["evaluations"] <= len(history)]
         if len(history) > self.settings.budget:
             raise RunFailed(f"{self.record.path} holds {len(history)} evaluations, more than the budget "
                             f"{self.settings.budget}")
@@ -241,17 +266,22 @@ class Run:
                                 f"one (seed, settings, nevergrad or numpy changed?)")
             self._tell(identifier, entry["told"], entry.get("violations") or [])
             self._remember(entry)
-            self._fill(submit=False)
-        for entry in self.record.read_lines(VALIDATION):
-            self.state.validation[entry["id"]] = entry
-        for entry in self.record.read_lines(REEVALUATIONS):
-            self.state.reevaluations.setdefault(entry["id"], []).append(entry)
-        self.state.checkpoints = self.record.read_lines(CHECKPOINTS)
+            done = [c for c in self.state.checkpoints if c["evaluations"] <= self.state.told]
+            if done and done[-1]["evaluations"] == self.state.told and _patience_exhausted(done, self.settings.patience):
+                self.state.stop_asking = True  # the run had decided to stop early here
+            if entry is not history[-1] or not self._checkpoint_missed():
+                self._fill(submit=False)  # else the missed checkpoint runs first: asks come after it, as they did
         for identifier in sorted(self.state.pending):  # in flight when the run stopped: run again
             self._submit_train(identifier)
         if history:
             self.progress.on_message(f"resumed: {len(history)} evaluations replayed, "
                                      f"{len(self.state.pending)} re-submitted")
+
+    def _checkpoint_missed(self) -> bool:
+        """Whether a checkpoint was due at the current count and never logged (the run stopped in it)."""
+        told = self.state.told
+        return (0 < told < self.settings.budget and told % self.settings.validate_every == 0
+                and not any(c["evaluations"] == told for c in self.state.checkpoints))
 
     def _remember(self, entry: dict[str, Any]) -> None:
         self.state.history.append(entry)
@@ -293,6 +323,7 @@ class Run:
             violations += constraint_violations(outcome.metrics, self.constraints, baseline)
         if identifier == 0 and outcome.error is not None:
             # without a baseline nothing can be compared: stop now instead of failing every candidate
+            _bad_input(outcome)
             raise RunFailed(f"the unmodified model (candidate 0) fails to evaluate: {outcome.error}")
         told = self._told(outcome)
         entry = {
@@ -300,6 +331,7 @@ class Run:
             "loss": outcome.loss, "loss_se": outcome.loss_se, "told": told, "metrics": outcome.metrics,
             "violations": violations, "batches": self._train_batches(identifier),
             "seconds": round(outcome.seconds, 6), "worker": outcome.worker, "error": outcome.error,
+            "attempts": _attempts(outcome),
         }
         self.record.append(HISTORY, entry)  # durable before the optimiser hears of it
         self._tell(identifier, told, violations)
@@ -344,9 +376,12 @@ class Run:
             self._collect(self.executor.wait())
 
     def _record_rescore(self, outcome: Outcome) -> None:
+        if outcome.candidate == 0:
+            _bad_input(outcome)  # e.g. a validation image that cannot be read: the user's to fix, now
         entry = {"id": outcome.candidate, "split": outcome.split, "loss": outcome.loss, "loss_se": outcome.loss_se,
                  "metrics": outcome.metrics, "standard_errors": outcome.standard_errors,
-                 "seconds": round(outcome.seconds, 6), "worker": outcome.worker, "error": outcome.error}
+                 "seconds": round(outcome.seconds, 6), "worker": outcome.worker, "error": outcome.error,
+                 "attempts": _attempts(outcome)}
         self.state.waiting -= Counter([(outcome.split, outcome.candidate)])  # drops keys that reach 0
         if outcome.split == "validation":
             self.record.append(VALIDATION, entry)
@@ -372,12 +407,10 @@ class Run:
         self.record.append(CHECKPOINTS, point)
         self.state.checkpoints.append(point)
         patience = self.settings.patience
-        if patience and len(self.state.checkpoints) > patience:
-            recent = [c["best_validation_loss"] for c in self.state.checkpoints[-patience - 1:]]
-            if all(value is not None and value >= recent[0] for value in recent[1:]):
-                self.state.stop_asking = True
-                self.progress.on_message(f"stopping early: validation loss has not improved for {patience} "
-                                         f"checkpoints")
+        if _patience_exhausted(self.state.checkpoints, patience):
+            self.state.stop_asking = True
+            self.progress.on_message(f"stopping early: validation loss has not improved for {patience} "
+                                     f"checkpoints")
 
     def _validation_loss(self, identifier: int) -> float | None:
         entry = self.state.validation.get(identifier)
@@ -461,11 +494,32 @@ class Run:
         return figures
 
 
+def _bad_input(outcome: Outcome) -> None:
+    """Stop with a usage error (exit 2) when the unmodified model failed on the user's input."""
+    if outcome.error is not None and getattr(outcome, "bad_input", False):
+        raise UsageError(f"the unmodified model cannot be evaluated on {outcome.split}: "
+                         f"{outcome.error.removeprefix('UsageError: ')}")
+
+
+def _patience_exhausted(checkpoints: list[dict[str, Any]], patience: int) -> bool:
+    """Early stop: the validation loss has not improved over the last ``patience`` checkpoints."""
+    if not patience or len(checkpoints) <= patience:
+        return False
+    recent = [c["best_validation_loss"] for c in checkpoints[-patience - 1:]]
+    return all(value is not None and value >= recent[0] for value in recent[1:])
+
+
 def _figures(entry: dict[str, Any] | None) -> dict[str, Any] | None:
     if entry is None:
         return None
     return {"loss": entry["loss"], "loss_se": entry.get("loss_se"), "metrics": entry["metrics"],
             "standard_errors": entry.get("standard_errors", {}), "error": entry["error"]}
+
+
+def _attempts(outcome: Outcome) -> int:
+    """How many workers ran the evaluation: more than 1 when an executor that retries (dask)
+    lost a worker mid-evaluation. Histories written before this field existed read as 1."""
+    return int(getattr(outcome, "attempts", 1))
 
 
 def _listed(values: dict[str, np.ndarray]) -> dict[str, list[float]]:

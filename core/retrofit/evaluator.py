@@ -11,14 +11,14 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from retrofit.config import Config
-from retrofit.errors import PluginError
+from retrofit.errors import PluginError, UsageError
 from retrofit.knobs import KnobSet, Space
 from retrofit.objective import Aggregate
 from retrofit.plugins import Plugins, load
@@ -62,6 +62,7 @@ class Outcome:
     seconds: float = 0.0
     worker: str = ""
     error: str | None = None
+    bad_input: bool = False  # the error is the user's (a UsageError: unreadable data...), not the candidate's
 
 
 def worker_name() -> str:
@@ -76,7 +77,8 @@ class Evaluator:
         self.plugins = plugins or load()
         self.domain = config.domain
         self.model = self.plugins.call("retrofit_load_model", domain=self.domain, config=config)
-        knobs = self.plugins.call("retrofit_expose_parameters", domain=self.domain, model=self.model, config=config)
+        knobs = self.plugins.call("retrofit_expose_parameters", returns=(list, tuple), expected="a list of knobs",
+                                  domain=self.domain, model=self.model, config=config)
         self.knobs = KnobSet(knobs)
         self._batches: dict[str, Sequence[Any]] = {}
 
@@ -90,7 +92,8 @@ class Evaluator:
     def batches(self, split: str) -> Sequence[Any]:
         """The batches of ``split``, asked of the domain once and kept."""
         if split not in self._batches:
-            batches = list(self.plugins.call("retrofit_batches", domain=self.domain, config=self.config, split=split))
+            batches = list(self.plugins.call("retrofit_batches", returns=Iterable, expected="a sequence of batches",
+                                             domain=self.domain, config=self.config, split=split))
             if not batches:
                 raise PluginError(f"domain {self.domain!r} returned no {split} batches")
             self._batches[split] = batches
@@ -108,10 +111,8 @@ class Evaluator:
                 batches = [batches[index] for index in task.batches]
             with (knobs or self.knobs).applied(task.values):
                 per_batch = [self._evaluate_batch(batch, index) for index, batch in enumerate(batches)]
-            aggregate = self.plugins.call("retrofit_aggregate", domain=self.domain, metrics=per_batch,
-                                          config=self.config)
-            if not isinstance(aggregate, Aggregate):
-                raise PluginError(f"retrofit_aggregate returned {type(aggregate).__name__}, not retrofit.Aggregate")
+            aggregate = self.plugins.call("retrofit_aggregate", returns=Aggregate, expected="retrofit.Aggregate",
+                                          domain=self.domain, metrics=per_batch, config=self.config)
             outcome.metrics = {name: float(value) for name, value in aggregate.metrics.items()}
             outcome.violations = [float(v) for v in aggregate.violations]
             outcome.loss_se = None if aggregate.loss_se is None else float(aggregate.loss_se)
@@ -121,14 +122,13 @@ class Evaluator:
             outcome.loss = float(aggregate.loss)
         except Exception as error:  # a bad candidate is a recorded failure, not a crash
             outcome.error = _describe(error)
+            outcome.bad_input = isinstance(error, UsageError)
         outcome.seconds = time.perf_counter() - start
         return outcome
 
     def _evaluate_batch(self, batch: Any, index: int) -> Mapping[str, float]:
-        metrics = self.plugins.call("retrofit_evaluate", domain=self.domain, model=self.model, batch=batch,
-                                    config=self.config)
-        if not isinstance(metrics, Mapping):
-            raise PluginError(f"retrofit_evaluate returned {type(metrics).__name__}, not a mapping of metrics")
+        metrics = self.plugins.call("retrofit_evaluate", returns=Mapping, expected="a mapping of metrics",
+                                    domain=self.domain, model=self.model, batch=batch, config=self.config)
         for name, value in metrics.items():
             if not math.isfinite(float(value)):
                 raise ValueError(f"metric {name} is {value} on batch {index}")
@@ -137,6 +137,7 @@ class Evaluator:
 
 def _describe(error: BaseException) -> str:
     """``Type: message`` plus the innermost frame, enough to find the bug from the history."""
-    frames = traceback.extract_tb(error.__traceback__)
+    # a plugin's error wrapped by Plugins.call: point at the plugin's line, not at the wrapper
+    frames = traceback.extract_tb((error.__cause__ or error).__traceback__)
     where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
     return f"{type(error).__name__}: {error}{where}"

@@ -10,6 +10,11 @@ Environment variables:
 
 * ``RETROFIT_DISABLE_PLUGINS=name,other``: skip these plugins (entry-point or distribution names).
 * ``RETROFIT_STRICT_PLUGINS=1``: raise instead of warning (use it in a plugin's own CI).
+* ``RETROFIT_SLOW_PLUGIN_SECONDS=2``: warn, naming the plugin, when importing one takes longer
+  (every command and every worker process pays for it).
+
+Hook calls made through :meth:`Plugins.call` name the plugin and the hook when an
+implementation raises or answers with the wrong type.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -27,15 +33,17 @@ import pluggy
 
 from retrofit import hookspecs
 from retrofit.domain import Domain
-from retrofit.errors import PluginError, UsageError
+from retrofit.errors import PluginError, RetrofitError, UsageError
 
 ENTRY_POINT_GROUP = "retrofit"
 DISABLE_ENV = "RETROFIT_DISABLE_PLUGINS"
 STRICT_ENV = "RETROFIT_STRICT_PLUGINS"
+SLOW_ENV = "RETROFIT_SLOW_PLUGIN_SECONDS"
 # The core's own hook implementations: the default loss, the torch exporter, the toy domain.
 BUILTINS = {"objective": "retrofit.objective", "nn": "retrofit.nn.plugin", "toy": "retrofit.toy"}
 # A domain is also a config section and a top-level command: these names are taken.
-RESERVED_DOMAIN_NAMES = frozenset({"run", "objective", "constraints", "plugins", "optimizers", "report"})
+RESERVED_DOMAIN_NAMES = frozenset({"run", "objective", "constraints", "plugins", "optimizers", "report", "runs",
+                                   "compare"})
 
 
 @dataclass
@@ -74,9 +82,18 @@ class Plugins:
     def owner_of(self, domain: str) -> PluginInfo | None:
         return next((info for info in self.infos if domain in info.domains), None)
 
-    def call(self, hook_name: str, **kwargs: Any) -> Any:
-        """Call a ``firstresult`` hook; a ``None`` answer becomes an error saying who is missing."""
-        result = getattr(self.manager.hook, hook_name)(**kwargs)
+    def call(self, hook_name: str, *, returns: type | tuple[type, ...] | None = None, expected: str = "",
+             **kwargs: Any) -> Any:
+        """Call a ``firstresult`` hook; a ``None`` answer becomes an error saying who is missing.
+
+        An implementation that raises (other than a :class:`RetrofitError`, which is meant for
+        the user) or answers with something other than ``returns`` is a :class:`PluginError`
+        naming the plugin and the hook.
+        """
+        result, answered = self.first_answer(hook_name, kwargs)
+        if result is not None and returns is not None and not isinstance(result, returns):
+            raise PluginError(f"plugin {answered!r} returned {type(result).__name__} from {hook_name}, "
+                              f"expected {expected or returns}")
         if result is None:
             domain = kwargs.get("domain", "?")
             owner = self.owner_of(domain)
@@ -86,6 +103,37 @@ class Plugins:
         return result
 
 
+    def first(self, hook_name: str, **kwargs: Any) -> Any:
+        """A ``firstresult`` hook's answer, ``None`` when no plugin answers (e.g. optional
+        ``retrofit_export``); an implementation that raises is named, as in :meth:`call`."""
+        return self.first_answer(hook_name, kwargs)[0]
+
+    def first_answer(self, hook_name: str, kwargs: dict[str, Any]) -> tuple[Any, str]:
+        """pluggy's firstresult call, one implementation at a time so that we know who answered
+        (or raised): the answer and the plugin's name. Same order as pluggy: last registered
+        and ``tryfirst`` first."""
+        caller = getattr(self.manager.hook, hook_name)
+        implementations = caller.get_hookimpls()
+        if any(impl.hookwrapper or getattr(impl, "wrapper", False) for impl in implementations):
+            try:  # wrappers need pluggy's own loop; the culprit is then unknown
+                return caller(**kwargs), "?"
+            except RetrofitError:
+                raise
+            except Exception as error:
+                raise PluginError(f"a plugin raised in {hook_name}: {type(error).__name__}: {error}") from error
+        for impl in reversed(implementations):
+            try:
+                result = impl.function(*(kwargs[name] for name in impl.argnames))
+            except RetrofitError:
+                raise
+            except Exception as error:
+                raise PluginError(f"plugin {impl.plugin_name!r} raised in {hook_name}: "
+                                  f"{type(error).__name__}: {error}") from error
+            if result is not None:
+                return result, impl.plugin_name
+        return None, ""
+
+
 def load(*, extra: Iterable[ModuleType | object] = (), environ: dict[str, str] | None = None) -> Plugins:
     """Discover built-ins and entry points, register them, and collect their domains.
 
@@ -93,6 +141,10 @@ def load(*, extra: Iterable[ModuleType | object] = (), environ: dict[str, str] |
     """
     env = os.environ if environ is None else environ
     strict = env.get(STRICT_ENV, "") not in ("", "0", "false")
+    try:
+        slow = float(env.get(SLOW_ENV, "") or 2.0)
+    except ValueError:
+        raise UsageError(f"{SLOW_ENV} must be a number of seconds, got {env.get(SLOW_ENV)!r}") from None
     disabled = {name.strip() for name in env.get(DISABLE_ENV, "").split(",") if name.strip()}
 
     manager = pluggy.PluginManager(hookspecs.PROJECT)
@@ -127,7 +179,13 @@ def load(*, extra: Iterable[ModuleType | object] = (), environ: dict[str, str] |
             fail(info, f"plugin name {info.name!r} of {info.distribution} is already taken by another plugin")
             continue
         try:
+            started = time.perf_counter()
             plugin = entry_point.load()
+            seconds = time.perf_counter() - started
+            if seconds > slow and not _in_worker_process():
+                print(f"retrofit: warning: plugin {info.name!r} from {info.distribution} took {seconds:.1f} s to "
+                      f"import, which every command and worker pays: import heavy modules inside the hooks that "
+                      f"need them", file=sys.stderr)
             manager.register(plugin, name=info.name)
         except Exception as error:  # any import-time failure must not take the CLI down
             if manager.get_plugin(info.name) is not None:

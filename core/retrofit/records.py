@@ -4,7 +4,9 @@
 
     RUN_DIR/
       config.toml        the resolved configuration (what `--resume` reuses)
-      history.jsonl      one line per train evaluation, in the order told to the optimiser
+      history.jsonl      one line per train evaluation, in the order told to the optimiser;
+                         ``attempts`` > 1 on a line means workers died running it and the
+                         executor (dask) ran it again elsewhere (older lines lack it: read as 1)
       validation.jsonl   one line per validation re-score
       reevaluations.jsonl  extra train evaluations of top candidates (noisy objectives)
       checkpoints.jsonl  best train and validation loss at every checkpoint (the overfitting trace)
@@ -16,13 +18,18 @@ optimisers nevergrad cannot dump) and tells it which candidates were still in fl
 
 Lines are appended with one ``write`` and an ``fsync``; whole files are replaced atomically
 (temporary file, ``fsync``, rename). A line cut short by a crash is dropped on reading: that
-evaluation had not finished being recorded, so it runs again.
+evaluation had not finished being recorded, so it runs again. A corrupt line before the last
+one is refused on resume; ``--resume DIR --repair`` cuts the file there (keeping the original
+as ``FILE.corrupt``) and the evaluations cut are run again. A write that fails (disk full, a
+directory made read-only) stops the run with :class:`RunFailed`; what was written before stays
+valid, so the run resumes once the disk has room (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -31,8 +38,8 @@ from typing import Any
 
 import tomli_w
 
-from retrofit.config import Config
-from retrofit.errors import UsageError
+from retrofit.config import Config, read_toml
+from retrofit.errors import RunFailed, UsageError
 
 CONFIG = "config.toml"
 HISTORY = "history.jsonl"
@@ -68,8 +75,9 @@ def _fsync_directory(path: Path) -> None:
 class RunRecord:
     """Reads and writes one run directory."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, repair: bool = False) -> None:
         self.path = Path(path)
+        self.repair = repair  # cut corrupt record files at their first bad line instead of refusing
 
     # -- creating and opening --------------------------------------------------------------
     @classmethod
@@ -84,6 +92,8 @@ class RunRecord:
                 suffix += 1
                 out = parent / f"{config.domain}-{stamp}-{suffix}"
         out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"cannot write run directory {out}: it is a file, not a directory")
         if out.exists() and any(out.iterdir()):
             raise UsageError(f"run directory {out} already exists and is not empty (use --resume {out} to continue it)")
         try:
@@ -94,46 +104,84 @@ class RunRecord:
         except OSError as error:
             raise UsageError(f"cannot write run directory {out}: {error.strerror or error}") from None
         record = cls(out)
-        atomic_write(record.path / CONFIG, tomli_w.dumps(config.as_toml_dict()))
+        try:
+            atomic_write(record.path / CONFIG, tomli_w.dumps(config.as_toml_dict()))
+        except OSError as error:  # e.g. a disk already full: nothing has run yet
+            raise UsageError(f"cannot write run directory {out}: {error.strerror or error}") from None
         return record
 
     @classmethod
-    def open(cls, path: Path) -> RunRecord:
-        """An existing run directory, checked to be one."""
-        record = cls(Path(path))
+    def open(cls, path: Path, repair: bool = False) -> RunRecord:
+        """An existing run directory, checked to be one (``repair``: see :meth:`read_lines`)."""
+        record = cls(Path(path), repair=repair)
         if not (record.path / CONFIG).is_file():
             raise UsageError(f"{path} is not a retrofit run directory (no {CONFIG})")
+        # a cut-short config would resolve to defaults and replay the history under other settings
+        table = read_toml(record.path / CONFIG)  # unreadable or not TOML: a ConfigError naming it
+        run = table.get("run")
+        missing = ("[run]" if not isinstance(run, dict) else
+                   next((f"run.{key}" for key in ("budget", "seed", "optimizer") if key not in run), None)
+                   or (None if set(table) - {"run", "objective", "constraints"} else "the domain's section"))
+        if missing:
+            raise UsageError(f"{record.path / CONFIG} is incomplete (no {missing}): restore the settings the run "
+                             f"was started with to resume it")
         return record
 
     # -- history -------------------------------------------------------------------------
     def append(self, name: str, entry: dict[str, Any]) -> None:
         """Append one JSON line durably."""
         line = json.dumps(entry, separators=(",", ":"), allow_nan=False) + "\n"
-        with open(self.path / name, "a", encoding="utf-8") as stream:
-            stream.write(line)
-            stream.flush()
-            os.fsync(stream.fileno())
+        try:
+            with open(self.path / name, "a", encoding="utf-8") as stream:
+                stream.write(line)
+                stream.flush()
+                os.fsync(stream.fileno())
+        except OSError as error:  # a part-written line reads as a torn last line: dropped, re-run
+            raise self._write_failed(self.path / name, error) from None
 
-    def read_lines(self, name: str) -> list[dict[str, Any]]:
-        """All complete lines of a JSONL file; a torn last line is dropped with a warning."""
+    def _write_failed(self, path: Path, error: OSError) -> RunFailed:
+        return RunFailed(f"cannot write {path}: {error.strerror or error}; everything recorded before is intact: "
+                         f"free space (or fix the directory) and continue with --resume {self.path}")
+
+    def read_lines(self, name: str, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """All complete lines of a JSONL file; a torn last line is dropped with a warning. A line
+        that is not a JSON object holding the ``required`` keys is corrupt."""
         path = self.path / name
         if not path.exists():
             return []
         entries: list[dict[str, Any]] = []
-        raw_lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        # bytes: invalid UTF-8 is a corrupt line, not a crash (and a stray \r splits one: corrupt too)
+        raw_lines = path.read_bytes().splitlines(keepends=True)
         for number, raw in enumerate(raw_lines, start=1):
             try:
-                if not raw.endswith("\n"):
+                if not raw.endswith(b"\n"):
                     raise ValueError("no newline")
-                entries.append(json.loads(raw))
-            except ValueError:
+                entry = json.loads(raw)
+                if not isinstance(entry, dict) or any(key not in entry for key in required):
+                    raise ValueError("not a record")
+                entries.append(entry)
+            except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
+                good_bytes = sum(len(r) for r in raw_lines[:number - 1])
                 if number == len(raw_lines):  # the crash happened while writing it
                     print(f"retrofit: warning: dropping an incomplete last line of {path}", file=sys.stderr)
-                    self._truncate_to(path, entries_bytes=sum(len(r.encode()) for r in raw_lines[:-1]))
+                    self._truncate_to(path, entries_bytes=good_bytes)
                     break
-                raise UsageError(f"{path}:{number} is corrupt (not JSON); remove that line and what follows "
-                                 f"to resume from the last good evaluation") from None
+                if self.repair:
+                    self._cut(path, number, good_bytes, len(raw_lines) - number + 1)
+                    break
+                raise UsageError(f"{path}:{number} is corrupt (not a JSON record); resume with --repair to cut the "
+                                 f"file there (the original is kept as {path.name}.corrupt) and re-run the "
+                                 f"{len(raw_lines) - number + 1} line(s) cut") from None
         return entries
+
+    @staticmethod
+    def _cut(path: Path, number: int, good_bytes: int, dropped: int) -> None:
+        """Keep the lines before line ``number``; the whole original goes to ``FILE.corrupt``."""
+        backup = path.with_name(path.name + ".corrupt")
+        shutil.copyfile(path, backup)
+        RunRecord._truncate_to(path, entries_bytes=good_bytes)
+        print(f"retrofit: warning: {path}:{number} is corrupt: cut {dropped} line(s) from there on "
+              f"(original kept as {backup.name}); they run again", file=sys.stderr)
 
     @staticmethod
     def _truncate_to(path: Path, entries_bytes: int) -> None:
@@ -142,13 +190,27 @@ class RunRecord:
 
     # -- summary -------------------------------------------------------------------------
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write(self.path / SUMMARY, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        try:
+            atomic_write(self.path / SUMMARY, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        except OSError as error:  # the previous summary.json is still whole (atomic replace)
+            raise self._write_failed(self.path / SUMMARY, error) from None
 
     def read_summary(self) -> dict[str, Any] | None:
+        """The summary, or ``None`` when there is none yet. It is derived from the other files,
+        so ``repair`` moves a corrupt one aside (the engine rewrites it)."""
         path = self.path / SUMMARY
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise UsageError(f"{path} is corrupt (not JSON)") from None
+            summary = json.loads(path.read_bytes())
+            if not isinstance(summary, dict):
+                raise ValueError("not a JSON object")
+            return summary
+        except (ValueError, RecursionError):
+            if self.repair:
+                path.replace(path.with_name(path.name + ".corrupt"))
+                print(f"retrofit: warning: {path} is corrupt: moved to {path.name}.corrupt (rebuilt from the history)",
+                      file=sys.stderr)
+                return None
+            raise UsageError(f"{path} is corrupt (not a JSON object); resume with --repair to rebuild it from the "
+                             f"history") from None

@@ -7,11 +7,14 @@ a step function of the gains, with zero gradient almost everywhere, and a known 
 (the gains that undo the rescaling). The core's tests, benchmarks and quickstart run on it.
 
 Options ``delay`` and ``fault`` make evaluations slow or faulty on purpose, to exercise
-executors, timeouts and failure recording.
+executors, timeouts and failure recording (tests/reliability): ``nan`` and ``raise`` fail the
+evaluation, ``exit`` and ``segfault`` kill the process running it, ``oom`` exhausts its memory
+under an address-space limit (a ``MemoryError``), ``hang`` never returns.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import time
@@ -26,7 +29,8 @@ from retrofit.domain import Domain, Option
 from retrofit.knobs import ArrayKnob, Knob
 
 NAME = "toy"
-FAULTS = ("none", "nan", "raise", "exit", "hang")
+FAULTS = ("none", "nan", "raise", "exit", "segfault", "oom", "hang")
+_OOM_HEADROOM = 256 * 2**20  # address space left to the process while it "runs out of memory"
 
 DOMAIN = Domain(
     name=NAME,
@@ -112,7 +116,11 @@ def retrofit_evaluate(domain: str, model: Any, batch: Any, config: Config) -> di
         if fault == "raise":
             raise RuntimeError("injected fault")
         if fault == "exit":
-            os._exit(3)  # a worker dying without a word, as a segfault would
+            os._exit(3)  # a worker dying without a word
+        if fault == "segfault":
+            ctypes.string_at(0)  # a real SIGSEGV, as a crashing native extension would
+        if fault == "oom":
+            _exhaust_memory()
         time.sleep(3600)  # "hang"
     if options["delay"]:
         time.sleep(options["delay"])
@@ -126,6 +134,21 @@ def retrofit_evaluate(domain: str, model: Any, batch: Any, config: Config) -> di
     # how far the retrofit moved the model: a second objective, or a constraint
     deviation = float(np.mean(np.abs(model.gains - 1.0)))
     return {"error_rate": error_rate, "accuracy": 1.0 - error_rate, "deviation": deviation}
+
+
+def _exhaust_memory() -> None:
+    """Allocate far past a temporary address-space limit: a real ``MemoryError``, without
+    risking the machine. The limit is lifted again so the process can go on."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as statm:  # first field: virtual size in pages
+        used = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (used + _OOM_HEADROOM, hard))
+    try:
+        np.ones(16 * _OOM_HEADROOM, dtype=np.uint8)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def _hit_by_fault(options: dict[str, Any], gains: np.ndarray) -> bool:

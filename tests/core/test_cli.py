@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import cli, history, summary
+from retrofit import Domain, hookimpl
 
 DOMAINS = ("toy", "depth", "doom", "codegen")
 
@@ -54,10 +55,10 @@ def test_help_lists_every_domain_and_the_core_commands(tmp_path):
         assert flag in done.stdout
 
 
-def test_building_the_cli_imports_neither_torch_nor_nevergrad(tmp_path):
+def test_building_the_cli_imports_neither_torch_nor_nevergrad_nor_matplotlib(tmp_path):
     code = ("import sys, retrofit.cli, retrofit.plugins\n"
             "retrofit.cli.build(retrofit.plugins.load())\n"
-            "print(sorted({'torch', 'nevergrad'} & {m.split('.')[0] for m in sys.modules}))\n")
+            "print(sorted({'torch', 'nevergrad', 'matplotlib'} & {m.split('.')[0] for m in sys.modules}))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
                           check=False)
     assert done.returncode == 0, done.stderr
@@ -69,7 +70,7 @@ def test_building_the_cli_imports_neither_torch_nor_nevergrad(tmp_path):
     imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in done.stderr.splitlines()
                 if line.startswith("import time:")}
     assert "retrofit" in imported and "click" in imported  # the check can see imports
-    assert not {"torch", "nevergrad", "scipy", "pandas"} & imported
+    assert not {"torch", "nevergrad", "scipy", "pandas", "matplotlib"} & imported
 
 
 def test_help_starts_fast(tmp_path):
@@ -96,7 +97,7 @@ def test_plugins_json_lists_domains_and_hooks(tmp_path):
     assert by_domain["toy"]["distribution"] == "retrofit-core"
     assert by_domain["depth"]["distribution"] == "retrofit-depth-midas"
     assert {"retrofit_load_model", "retrofit_evaluate", "retrofit_batches"} <= set(by_domain["toy"]["hooks"])
-    assert by_domain["doom"]["hooks"] == ["retrofit_register_domains"]  # a skeleton so far
+    assert {"retrofit_load_model", "retrofit_evaluate", "retrofit_aggregate"} <= set(by_domain["doom"]["hooks"])
     assert {row["name"]: row["hooks"] for row in rows}["objective"] == ["retrofit_aggregate"]
     table = cli("plugins", cwd=tmp_path, check=0).stdout  # rich shortens cells to the width
     assert "retrofit plugins" in table and "depth" in table and "register_domains" in table
@@ -137,15 +138,29 @@ def test_wrong_types_and_unknown_keys_exit_2(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_domain_that_is_not_built_says_what_is_missing(tmp_path):
-    line = one_error_line(cli("doom", "tune", "--budget", "5", "--workers", "1", cwd=tmp_path))
-    assert "retrofit_load_model" in line and "'doom'" in line and "not built" in line
+class _Skeleton:
+    """A plugin that declares a domain and nothing else, as a pack does on its first day."""
+
+    @hookimpl
+    def retrofit_register_domains(self, register):
+        register(Domain(name="skeleton", help="declared, not built"))
+
+
+def test_a_domain_that_is_not_built_says_what_is_missing(tmp_path, monkeypatch, capsys):
+    from retrofit import cli as cli_module
+    from retrofit.plugins import load
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli_module, "load", lambda: load(extra=[_Skeleton()], environ={}))
+    assert cli_module.main(["skeleton", "tune", "--budget", "5", "--workers", "1"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("retrofit: error:")]
+    assert len(lines) == 1
+    assert "retrofit_load_model" in lines[0] and "'skeleton'" in lines[0] and "not built" in lines[0]
     assert not list((tmp_path / "runs").glob("*")), "a run that never started leaves no run directory"
-    one_error_line(cli("codegen", "evaluate", cwd=tmp_path))
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    done = cli("--debug", "doom", "evaluate", cwd=tmp_path)
+    done = cli("--debug", "doom", "evaluate", "--model", str(tmp_path / "missing.pt"), cwd=tmp_path)
     assert done.returncode == 2
     assert "Traceback (most recent call last)" in done.stderr and "retrofit_load_model" in done.stderr
 

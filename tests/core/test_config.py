@@ -211,10 +211,10 @@ def test_read_toml_gives_the_tables(tmp_path):
 
 # -- choices and ranges -------------------------------------------------------------------
 @pytest.mark.parametrize(("key", "value", "choices"), [
-    ("run.executor", "dask", "serial, local"),
+    ("run.executor", "ray", "serial, local, dask"),
     ("run.selection", "best", "validation, train"),
     ("run.tell_order", "random", "ask, completion"),
-    ("toy.fault", "segfault", "none, nan, raise, exit, hang"),
+    ("toy.fault", "meltdown", "none, nan, raise, exit, segfault, oom, hang"),
 ])
 def test_values_outside_their_choices(key, value, choices):
     message = error_of(TOY, None, {key: value})

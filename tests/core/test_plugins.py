@@ -286,13 +286,11 @@ def test_register_must_be_given_a_domain(capsys):
 # -- calling hooks ------------------------------------------------------------------------
 def test_a_hook_nobody_answers_says_which_hook_is_missing_for_which_domain():
     plugins = load(environ={})
-    codegen = plugins.domain("codegen")
-    with pytest.raises(UsageError) as caught:
-        plugins.call("retrofit_load_model", domain="codegen", config=resolve(codegen))
+    doom = plugins.domain("doom")
+    with pytest.raises(UsageError) as caught:  # the doom pack offers no probe groups, and None is no torch model
+        plugins.call("retrofit_probe_groups", domain="doom", model=None, config=resolve(doom))
     message = str(caught.value)
-    assert "retrofit_load_model" in message and "'codegen'" in message and "retrofit-codegen" in message
-    with pytest.raises(UsageError, match="retrofit_batches for domain 'doom'"):
-        plugins.call("retrofit_batches", domain="doom", config=resolve(plugins.domain("doom")), split="train")
+    assert "retrofit_probe_groups" in message and "'doom'" in message and "retrofit-doom-arnold" in message
 
 
 def test_a_third_party_loader_extends_an_existing_domain():
