@@ -110,3 +110,34 @@ def test_a_failed_summary_write_keeps_the_previous_summary_whole(tmp_path: Path,
         record.write_summary({"status": "running", "evaluations": 20})
     assert json.loads((record_dir / "summary.json").read_text()) == {"status": "running", "evaluations": 10}
     assert [p.name for p in record_dir.iterdir()] == ["summary.json"]
+
+
+def test_lines_reach_the_disk_in_the_background_and_an_fsync_error_stops_the_run(tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    """Appends hand each line to the OS at once and fsync it in a background thread; a summary
+    waits for those fsyncs, and an fsync that fails (EIO, ENOSPC on some filesystems) is raised
+    by the next append or sync, naming the file, like a failed write."""
+    record = records.RunRecord(tmp_path)
+    synced: list[int] = []
+    real_fsync = records.os.fsync
+
+    def counting_fsync(descriptor: int) -> None:
+        synced.append(descriptor)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(records.os, "fsync", counting_fsync)
+    for index in range(5):
+        record.append(records.HISTORY, {"id": index})
+        assert (tmp_path / records.HISTORY).read_text().count("\n") == index + 1  # with the OS already
+    record.write_summary({"status": "running"})  # waits for the background fsyncs first
+    assert synced and json.loads((tmp_path / records.SUMMARY).read_text()) == {"status": "running"}
+
+    def failing_fsync(descriptor: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(records.os, "fsync", failing_fsync)
+    record.append(records.VALIDATION, {"id": 0})
+    with pytest.raises(records.RunFailed, match=r"validation\.jsonl: Input/output error.*--resume"):
+        record.sync()
+    with pytest.raises(records.RunFailed, match="Input/output error"):
+        record.append(records.HISTORY, {"id": 5})
