@@ -31,17 +31,10 @@ SHORT = {"doom.episode_timeout": 140, "doom.train_episodes": 4, "doom.validation
 def all_engines() -> dict[int, int]:
     """Every live engine a retrofit process started: engine pid -> owner pid (from its marker)."""
     found = {}
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmd = fh.read()
-            with open(f"/proc/{entry}/stat") as fh:
-                state = fh.read().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
+    for pid, _, cmd in watchdog.engine_processes():
         marker = re.search(rb"/retrofit_doom_(\d+)_", cmd)
-        if state != "Z" and b"vizdoom" in cmd.split(b"\0")[0] and marker:
-            found[int(entry)] = int(marker.group(1))
+        if marker:
+            found[pid] = int(marker.group(1))
     return found
 
 

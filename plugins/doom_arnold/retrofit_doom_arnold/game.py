@@ -58,22 +58,7 @@ class Label:
 def engine_pids(parent: int | None = None) -> list[int]:
     """Ids of running ViZDoom engine processes started by ``parent`` (default: this process)."""
     parent = os.getpid() if parent is None else parent
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmd = fh.read().split(b"\0")[0]
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        # fields[0] is the state (Z: a zombie, already dead), fields[1] the parent id
-        if os.path.basename(cmd) == b"vizdoom" and int(fields[1]) == parent and fields[0] != "Z":
-            found.append(int(entry))
-    return found
+    return [pid for pid, ppid, _ in watchdog.engine_processes() if ppid == parent]
 
 
 def scenarios() -> list[str]:

@@ -29,9 +29,8 @@ def marker(owner: int | None = None) -> str:
     return f"retrofit_doom_{os.getpid() if owner is None else owner}_"
 
 
-def engines_of(owner: int) -> list[int]:
-    """Live ViZDoom engines started by ``owner``, found by their ``-config`` path."""
-    needle = ("/" + marker(owner)).encode()
+def engine_processes() -> list[tuple[int, int, bytes]]:
+    """Every live ViZDoom engine on this machine: (pid, parent pid, command line)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -40,12 +39,19 @@ def engines_of(owner: int) -> list[int]:
             with open(f"/proc/{entry}/cmdline", "rb") as fh:
                 cmd = fh.read()
             with open(f"/proc/{entry}/stat") as fh:
-                state = fh.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
             continue
-        if state != "Z" and os.path.basename(cmd.split(b"\0")[0]) == b"vizdoom" and needle in cmd:
-            found.append(int(entry))
+        # fields[0] is the state (Z: a zombie, already dead), fields[1] the parent's pid
+        if fields[0] != "Z" and os.path.basename(cmd.split(b"\0")[0]) == b"vizdoom":
+            found.append((int(entry), int(fields[1]), cmd))
     return found
+
+
+def engines_of(owner: int) -> list[int]:
+    """Live ViZDoom engines started by ``owner``, found by their ``-config`` path."""
+    needle = ("/" + marker(owner)).encode()
+    return [pid for pid, _, cmd in engine_processes() if needle in cmd]
 
 
 def sweep(owner: int) -> list[int]:
