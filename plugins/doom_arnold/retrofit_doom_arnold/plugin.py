@@ -115,9 +115,9 @@ class DoomAgent:
         """Play one episode per seed with the agent as knobbed (or ``policy``).
 
         The engine is kept between calls (one per process; frame skip is read per step, so
-        knobbing it needs no new engine). Episodes stay independent of what the engine played
-        before unless bots are in the game, where each episode gets a fresh engine
-        (``GameSettings.fresh_game``).
+        knobbing it needs no new engine). On the single-player scenarios tested a reused engine
+        plays the same episodes as fresh ones; with bots it did not, so there each episode gets
+        a fresh engine (``GameSettings.fresh_game``).
         """
         from .game import Game
 
