@@ -8,6 +8,10 @@ the ``--config`` file, then command-line flags and ``--set section.key=value``::
     [constraints]    # metric = condition, e.g. pass_rate = ">= baseline - 0.01"
     [<domain>]       # the domain's own options, e.g. [depth] threshold = 1.25
 
+A domain's default constraints (``Domain.constraints``) are overridden key by key; an empty
+condition, ``pass_rate = ""``, removes one (and is written to ``config.toml`` so that a
+resumed run does not get it back).
+
 Every error names the offending key, with a suggestion when it looks like a typo.
 """
 
@@ -93,10 +97,14 @@ class Config:
     objective: Mapping[str, float] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
     constraints: Mapping[str, str] = field(default_factory=dict)
+    #: the domain's default constraints that the user removed (``metric = ""``)
+    removed_constraints: tuple[str, ...] = ()
 
     def as_toml_dict(self) -> dict[str, Any]:
         """The sections, as written to a run directory's ``config.toml``."""
-        return {"run": asdict(self.run), "objective": dict(self.objective), "constraints": dict(self.constraints),
+        # a removal is kept as such: resolving this file again must not bring the default back
+        constraints = {**{metric: "" for metric in self.removed_constraints}, **self.constraints}
+        return {"run": asdict(self.run), "objective": dict(self.objective), "constraints": constraints,
                 self.domain: dict(self.options)}
 
 
@@ -108,22 +116,30 @@ def resolve(domain: Domain, file: Path | None = None, overrides: Mapping[str, An
         "constraints": {},
         domain.name: domain.defaults(),
     }
+    removed: set[str] = set()
     # checked like the user's settings: a plugin's typo must not end in a TypeError
     _merge(sections, {"run": dict(domain.run_defaults)}, domain, source=f"run_defaults of domain {domain.name}")
+    for metric, condition in domain.constraints.items():
+        if not isinstance(condition, str) or not condition.strip():  # a default cannot remove anything
+            raise ConfigError(f"constraints of domain {domain.name}: constraints.{_printable(metric)} must be a "
+                              f"condition like '>= baseline - 0.01', got {condition!r}")
+    _merge(sections, {"constraints": dict(domain.constraints)}, domain,
+           source=f"constraints of domain {domain.name}", removed=removed)
     if file is not None:
-        _merge(sections, read_toml(file), domain, source=str(file))
+        _merge(sections, read_toml(file), domain, source=str(file), removed=removed)
     nested: dict[str, dict[str, Any]] = {}
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         if not key:
             raise ConfigError(f"override {dotted!r} must look like section.key (e.g. run.budget)")
         nested.setdefault(section, {})[key] = value
-    _merge(sections, nested, domain, source="command line")
+    _merge(sections, nested, domain, source="command line", removed=removed)
     run = RunSettings(**sections["run"])
     _check_run(run)
     _check_choices(domain, sections[domain.name])
     return Config(domain=domain.name, run=run, objective=sections["objective"], options=sections[domain.name],
-                  constraints=sections["constraints"])
+                  constraints=sections["constraints"],
+                  removed_constraints=tuple(sorted(m for m in removed if m in domain.constraints)))
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -151,7 +167,10 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _merge(sections: dict[str, dict[str, Any]], incoming: Mapping[str, Any], domain: Domain, source: str) -> None:
+def _merge(sections: dict[str, dict[str, Any]], incoming: Mapping[str, Any], domain: Domain, source: str,
+           removed: set[str] | None = None) -> None:
+    """Merge ``incoming`` into ``sections``, checking every key; ``removed`` collects the
+    constraints an empty condition took away."""
     for section, table in incoming.items():
         if section not in sections:
             hint = _did_you_mean(section, sections)
@@ -161,10 +180,7 @@ def _merge(sections: dict[str, dict[str, Any]], incoming: Mapping[str, Any], dom
         for key, value in table.items():
             name = f"{section}.{_printable(key)}"
             if section == "constraints":  # any metric may be constrained
-                from retrofit.reductions import parse_constraint
-
-                parse_constraint(f"{key} {value}" if isinstance(value, str) else value, where=f"{source}: {name}")
-                sections[section][key] = value
+                _merge_constraint(sections[section], key, value, source, removed if removed is not None else set())
                 continue
             if section == "objective":  # any metric name may carry a weight
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
@@ -174,6 +190,26 @@ def _merge(sections: dict[str, dict[str, Any]], incoming: Mapping[str, Any], dom
             if key not in sections[section]:
                 raise ConfigError(f"{source}: unknown key {name}{_did_you_mean(key, sections[section])}")
             sections[section][key] = _typed(name, value, sections[section][key], source)
+
+
+def _merge_constraint(constraints: dict[str, str], metric: str, condition: Any, source: str,
+                      removed: set[str]) -> None:
+    """Set one constraint, or remove it when the condition is empty."""
+    from retrofit.reductions import parse_constraint
+
+    name = f"constraints.{_printable(metric)}"
+    if isinstance(condition, str) and not condition.strip():
+        # removing what nothing declared is most likely a misspelt metric: say so
+        if metric not in constraints and metric not in removed:
+            declared = ", ".join(_printable(m) for m in constraints) or "none"
+            raise ConfigError(f"{source}: {name} = \"\" removes a constraint, but there is none on that metric "
+                              f"(constraints: {declared})")
+        constraints.pop(metric, None)
+        removed.add(metric)
+        return
+    parse_constraint(f"{metric} {condition}" if isinstance(condition, str) else condition, where=f"{source}: {name}")
+    constraints[metric] = condition
+    removed.discard(metric)  # set again after a removal: a constraint like any other
 
 
 def _typed(name: str, value: Any, default: Any, source: str) -> Any:

@@ -1,4 +1,5 @@
-"""What a domain is: its name, its options (with defaults and help) and its objective.
+"""What a domain is: its name, its options (with defaults and help), its objective and its
+default constraints.
 
 A plugin declares domains from :func:`retrofit.hookspecs.retrofit_register_domains`. The
 option defaults double as the schema of the domain's config section: a key that is not
@@ -44,6 +45,12 @@ class Domain:
     run defaults (budget, workers, ...) for this domain, e.g. a smaller budget for slow
     episodes. ``noisy`` tells the engine that two evaluations of one candidate can differ,
     which changes the default optimiser.
+
+    ``constraints`` are the domain's default ``[constraints]``, metric -> condition, e.g.
+    ``{"pass_rate": ">= baseline - 0.01"}``: the engine tells their violations to the
+    optimiser and the chosen result must satisfy them on validation. A user's
+    ``[constraints]`` section overrides them key by key, and an empty condition
+    (``pass_rate = ""``) removes one.
     """
 
     name: str
@@ -52,6 +59,7 @@ class Domain:
     objective: Mapping[str, float] = field(default_factory=lambda: {"loss": 1.0})
     run_defaults: Mapping[str, Any] = field(default_factory=dict)
     noisy: bool = False
+    constraints: Mapping[str, str] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         """What is wrong with this declaration (the plugin loader refuses a domain with problems)."""
@@ -62,6 +70,24 @@ class Domain:
             if option.cli and option.name in RESERVED_OPTION_NAMES:
                 found.append(f"option {option.name!r} clashes with retrofit's own --{option.name.replace('_', '-')} "
                              f"flag (rename it, or declare it with cli=False)")
+        found += self._constraint_problems()
+        return found
+
+    def _constraint_problems(self) -> list[str]:
+        """Default constraints must parse as the config's would (an empty one removes nothing)."""
+        from retrofit.errors import ConfigError
+        from retrofit.reductions import parse_constraint
+
+        found = []
+        for metric, condition in self.constraints.items():
+            if not isinstance(condition, str) or not condition.strip():
+                found.append(f"constraint on {metric!r} must be a condition like '>= baseline - 0.01', "
+                             f"got {condition!r}")
+                continue
+            try:
+                parse_constraint(f"{metric} {condition}", where=f"constraint on {metric!r}")
+            except ConfigError as error:
+                found.append(str(error))
         return found
 
     def defaults(self) -> dict[str, Any]:

@@ -31,6 +31,10 @@ DEMO = Domain(
     run_defaults={"budget": 42, "top_k": 2},
 )
 
+# A domain with default constraints.
+GATED = Domain(name="gated", help="test domain", options=(Option("size", 1, "an int"),),
+               constraints={"pass_rate": ">= baseline - 0.01", "latency": "<= 2"})
+
 
 def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
     path = tmp_path / name
@@ -87,6 +91,50 @@ def test_a_domains_run_defaults_are_checked_like_user_settings():
     assert "run_defaults of domain typo: unknown key run.budgte (did you mean budget?)" in error_of(typo)
     assert "run.workers must be an integer" in error_of(Domain(name="bad", help="", run_defaults={"workers": "2"}))
     assert resolve(Domain(name="fine", help="", run_defaults={"eval_timeout": 5})).run.eval_timeout == 5.0
+
+
+def test_a_domains_default_constraints_are_merged_and_overridden_per_key(tmp_path):
+    assert dict(resolve(GATED).constraints) == {"pass_rate": ">= baseline - 0.01", "latency": "<= 2"}
+    assert dict(resolve(DEMO).constraints) == {}
+    config = resolve(GATED, write(tmp_path, '[constraints]\npass_rate = ">= baseline"\nsize = "<= 9"\n'))
+    assert dict(config.constraints) == {"pass_rate": ">= baseline", "latency": "<= 2", "size": "<= 9"}
+    assert resolve(GATED, None, {"constraints.latency": "<= 5"}).constraints["latency"] == "<= 5"
+
+
+def test_an_empty_condition_removes_a_default_constraint_and_the_removal_survives_config_toml(tmp_path):
+    import tomli_w
+
+    config = resolve(GATED, None, dict([parse_assignment('constraints.pass_rate=""')]))
+    assert dict(config.constraints) == {"latency": "<= 2"} and config.removed_constraints == ("pass_rate",)
+    written = config.as_toml_dict()["constraints"]
+    assert written == {"pass_rate": "", "latency": "<= 2"}
+    path = tmp_path / "resolved.toml"
+    path.write_text(tomli_w.dumps(config.as_toml_dict()))
+    assert resolve(GATED, path) == config  # a resumed run does not get the default back
+    # removed in the file, then set again on the command line: a constraint like any other
+    again = resolve(GATED, write(tmp_path, '[constraints]\npass_rate = "  "\n'), {"constraints.pass_rate": ">= 0.5"})
+    assert again.constraints["pass_rate"] == ">= 0.5" and again.removed_constraints == ()
+    # removed twice (file and command line) is still one removal
+    twice = resolve(GATED, write(tmp_path, '[constraints]\nlatency = ""\n'), {"constraints.latency": ""})
+    assert dict(twice.constraints) == {"pass_rate": ">= baseline - 0.01"} and twice.removed_constraints == ("latency",)
+
+
+def test_removing_a_constraint_nobody_declared_names_the_ones_there_are(tmp_path):
+    message = error_of(GATED, write(tmp_path, '[constraints]\npas_rate = ""\n'))
+    assert "constraints.pas_rate" in message and "there is none" in message and "pass_rate, latency" in message
+    assert "constraints: none" in error_of(DEMO, None, {"constraints.pass_rate": ""})
+
+
+def test_a_domains_default_constraints_are_checked():
+    bad = Domain(name="bad", help="", constraints={"pass_rate": "> baseline"})
+    assert "operator '>' is not supported" in error_of(bad)
+    empty = Domain(name="empty", help="", constraints={"pass_rate": ""})
+    assert "constraints of domain empty: constraints.pass_rate must be a condition" in error_of(empty)
+    assert GATED.problems() == []
+    assert [p for p in bad.problems() if "'>' is not supported" in p]
+    assert [p for p in empty.problems() if "must be a condition" in p]
+    assert [p for p in Domain(name="n", help="", constraints={"pass rate": ">= 1"}).problems()
+            if "expected 'metric >= bound'" in p]
 
 
 def test_resolved_workers():
@@ -281,10 +329,10 @@ def test_set_values_flow_into_resolve():
 # -- fuzz: resolve either succeeds or raises ConfigError, nothing else ---------------------
 _NAMES = st.sampled_from(["run", "objective", "constraints", "toy", "demo", "budget", "workers", "executor", "seed",
                           "dim", "shift", "fault", "count", "scale", "label", "enabled", "layers", "mode", "anything",
-                          "eval_timeout", "top_k", "error_rate", "x"]) | st.text(max_size=8)
+                          "eval_timeout", "top_k", "error_rate", "x", "pass_rate", "latency"]) | st.text(max_size=8)
 _SCALARS = (st.integers(min_value=-2**63, max_value=2**63 - 1) | st.floats() | st.booleans() | st.text(max_size=10)
             | st.sampled_from(["local", "serial", "dask", "nan", "none", "raise", "fast", "slow", ">= baseline - 0.01",
-                              "<= 0.5", ">= baseline", "< baseline * 2", "== 3", ">= nan"])
+                              "<= 0.5", ">= baseline", "< baseline * 2", "== 3", ">= nan", ""])
             | st.dates() | st.datetimes() | st.times())
 _VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3)
                        | st.dictionaries(_NAMES, inner, max_size=3), max_leaves=8)
@@ -304,7 +352,7 @@ def _only_config_errors(call) -> Config | None:
 
 
 @_FUZZ
-@given(tables=_TABLES, overrides=_DOTTED, domain=st.sampled_from([TOY, DEMO]))
+@given(tables=_TABLES, overrides=_DOTTED, domain=st.sampled_from([TOY, DEMO, GATED]))
 def test_fuzz_nested_values_only_raise_config_error(tmp_path, tables, overrides, domain):
     import tomli_w
 
