@@ -95,7 +95,10 @@ class _State:
         return sum(losses) / len(losses)
 
     def ranked(self) -> list[dict[str, Any]]:
-        return sorted(self.successes(), key=lambda e: (self.train_loss(e["id"]), e["id"]))
+        """Successful candidates, best first: those within the constraints on train before the
+        others, so violators never crowd the top candidates out of re-scoring."""
+        return sorted(self.successes(), key=lambda e: (any(v > 0 for v in e.get("violations") or ()),
+                                                      self.train_loss(e["id"]), e["id"]))
 
     def best_train(self) -> dict[str, Any] | None:
         ranked = self.ranked()

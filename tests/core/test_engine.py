@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from conftest import history
@@ -181,6 +183,11 @@ def test_absolute_constraints_are_told_and_respected_by_the_choice(toy_run):
         assert entry["violations"][0] == pytest.approx(entry["metrics"]["deviation"] - 0.1)
     assert summary["best"]["validation"]["metrics"]["deviation"] <= 0.1
     assert summary["constraints"] == ["deviation <= 0.1"]
+    # violators never take the top re-scoring slots from candidates within the constraint
+    rescored = {json.loads(line)["id"] for line in (run_dir / "validation.jsonl").read_text().splitlines()} - {0}
+    feasible = sorted((e for e in entries if e["error"] is None and not any(v > 0 for v in e["violations"])),
+                      key=lambda e: e["loss"])
+    assert rescored and all(any(f["id"] == i for f in feasible) for i in rescored)
 
 
 def test_baseline_relative_constraints_use_candidate_zero(toy_run):
