@@ -1,5 +1,5 @@
 """The codegen domain end to end: a short real run with a tiny model, the judge on the
-references (scores, speed-ups), the loss and its pass-rate constraint, and bad input."""
+references (scores, speed-ups), the loss and its default pass-rate constraint, and bad input."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from retrofit.cli import main
 from retrofit.config import resolve
 from retrofit_codegen.plugin import (
     DOMAIN,
-    VIOLATION_PENALTY,
     batch_metrics,
     build_codegen_knobs,
     load_problem,
@@ -47,8 +46,9 @@ def test_tune_with_a_tiny_model_reports_the_metrics_for_baseline_and_result(tmp_
     for who in ("baseline", "best"):
         for split in ("train", "validation"):
             metrics = summary[who][split]["metrics"]
-            assert {"pass_rate", "fast_share", "speedup", "score", "baseline_pass_rate"} <= set(metrics)
+            assert {"pass_rate", "fast_share", "speedup", "score"} <= set(metrics)
             assert metrics["samples"] == 11
+    assert summary["constraints"] == ["pass_rate >= baseline - 0.01"]  # the domain's default, run by the core
     knobs = {k["name"]: k for k in summary["parameters"]["knobs"]}
     assert set(knobs) == {"logit_bias", "temperature"}  # divergence-token biases and the temperature
     assert 4 <= knobs["logit_bias"]["size"] <= 12 and summary["parameters"]["count"] == knobs["logit_bias"]["size"] + 1
@@ -72,7 +72,7 @@ def test_the_judge_scores_the_references_slow_zero_fast_one():
         assert all(abs(sample_score(r, -1.0)) < 0.5 for r in slow)
         executed = problem.judge.executed
         assert problem.judged(batch, codes) == results and problem.judge.executed == executed  # cached
-        metrics = rates([batch_metrics(results, results, -1.0)], 0.01)
+        metrics = rates([batch_metrics(results, -1.0)])
         assert metrics["pass_rate"] == 1.0 and metrics["fast_share"] == 0.5
         assert metrics["speedup"] == pytest.approx(math.exp(sum(math.log(r.speedup) for r in results) / 8))
         assert metrics["speedup"] > 1.0
@@ -88,19 +88,35 @@ def _result(status="passed", speedup=1.0, fast=False):
                            fast_reference_seconds=0.01)
 
 
-def test_a_pass_rate_drop_beyond_the_slack_loses_to_the_unmodified_model():
+def test_the_loss_is_minus_the_mean_score_and_rates_are_over_all_samples():
     config = _config()
-    baseline_results = [_result() for _ in range(10)]
-    base = retrofit_aggregate(domain="codegen", metrics=[batch_metrics(baseline_results, baseline_results, -1.0)],
-                              config=config)
-    faster = [_result(speedup=100.0, fast=True) for _ in range(9)] + [_result("failed")]
-    cand = retrofit_aggregate(domain="codegen", metrics=[batch_metrics(faster, baseline_results, -1.0)], config=config)
-    assert cand.metrics["pass_rate"] == 0.9 and cand.metrics["pass_rate_violation"] == pytest.approx(0.09)
-    assert cand.loss > base.loss + VIOLATION_PENALTY - 1.5 and cand.loss > base.loss
     ok = [_result(speedup=100.0, fast=True) for _ in range(10)]
-    better = retrofit_aggregate(domain="codegen", metrics=[batch_metrics(ok, baseline_results, -1.0)], config=config)
-    assert better.loss == pytest.approx(-1.0) and base.loss == pytest.approx(0.0)
+    slow = [_result() for _ in range(9)] + [_result("failed")]
+    better = retrofit_aggregate(domain="codegen", metrics=[batch_metrics(ok, -1.0)], config=config)
+    assert better.loss == pytest.approx(-1.0) and better.violations == ()
     assert better.metrics["speedup"] == pytest.approx(100.0) and better.metrics["fast_share"] == 1.0
+    # two batches of unequal size: rates over the 11 samples, not a mean of the batches' rates
+    mixed = retrofit_aggregate(domain="codegen", metrics=[batch_metrics(slow, -1.0), batch_metrics(ok[:1], -1.0)],
+                               config=config)
+    assert mixed.metrics["pass_rate"] == pytest.approx(10 / 11) and mixed.metrics["samples"] == 11
+    assert mixed.loss == pytest.approx(-(1.0 - 1.0) / 11)  # nine slow (0), one failed (-1), one fast (1)
+
+
+def test_the_pass_rate_constraint_is_the_domains_default_and_can_be_removed(tmp_path):
+    from retrofit.reductions import constraint_violations, parse_constraint
+
+    assert dict(DOMAIN.constraints) == {"pass_rate": ">= baseline - 0.01"} and DOMAIN.problems() == []
+    config = _config()
+    assert dict(config.constraints) == {"pass_rate": ">= baseline - 0.01"}
+    constraints = [parse_constraint(f"{m} {c}") for m, c in config.constraints.items()]
+    base = rates([batch_metrics([_result() for _ in range(100)], -1.0)])
+    drop = rates([batch_metrics([_result(speedup=100.0, fast=True) for _ in range(98)] + [_result("failed")] * 2,
+                                -1.0)])
+    within = rates([batch_metrics([_result(speedup=100.0, fast=True) for _ in range(99)] + [_result("failed")],
+                                  -1.0)])
+    assert constraint_violations(drop, constraints, base) == [pytest.approx(0.01)]  # 2 pp down: violated
+    assert constraint_violations(within, constraints, base) == [0.0]  # 1 pp down: allowed
+    assert dict(resolve(DOMAIN, None, {"constraints.pass_rate": ""}).constraints) == {}
 
 
 def test_batches_are_small_picklable_and_the_same_for_every_call():
@@ -141,7 +157,7 @@ def test_knob_options_choose_groups_temperature_and_steering():
     moved = evaluator.evaluate(Task(1, "train", values))
     assert moved.error is None and moved.metrics["samples"] == 11
     model = evaluator.model
-    assert model.controls.is_identity() and len(model.baselines) == 1  # the unmodified model, decoded once
+    assert model.controls.is_identity()  # the knobs restored the controls
     batch = evaluator.batches("train")[0]
     with evaluator.knobs.applied(values):
         steered = model.completions(batch)

@@ -1,1 +1,2 @@
-"""retrofit domain pack `codegen`: Code language models, judged by the speed of the correct code they write (not built yet: issue 6)."""
+"""retrofit domain pack `codegen`: retrofits code language models for the speed of the correct code they
+write (decoding knobs, a sandboxed speed judge, `retrofit codegen check`; see docs/codegen.md)."""

@@ -2,8 +2,7 @@
 
 All three write into a :class:`Controls` object that decoding reads, instead of into the
 model directly. That keeps candidate 0 exact (identity controls install nothing) and lets the
-domain decode with the *baseline* controls at any time (``Controls.identity_view``), which the
-pass-rate constraint needs to compare a candidate with the unmodified model on the same batch.
+domain decode with the *baseline* controls at any time (``Controls.identity_view``).
 
 "Divergence tokens" (DESIGN.md): for each task, the first token where the slow and the fast
 reference completions differ. A bias on those tokens moves the model's choice between the

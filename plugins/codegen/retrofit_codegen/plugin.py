@@ -10,9 +10,11 @@ once is not run again.
 
 Per sample, the score is the log speed-up over the slow reference normalised by the
 references' own log ratio (slow reference 0, fast reference 1, clipped to [-0.5, 1.5]);
-a failed sample scores ``failure_score``. The loss is minus the mean score, plus a penalty
-that makes a candidate whose pass rate falls more than ``pass_slack`` below the unmodified
-model's on the same batches lose to the unmodified model.
+a failed sample scores ``failure_score``. The loss is minus the mean score. The domain's
+default constraint ``pass_rate >= baseline - 0.01`` is the core's: its violations are told to
+the optimiser, and the chosen candidate must satisfy it on validation against the unmodified
+model's validation pass rate (every candidate decodes the same tasks with the same seeds, so
+both pass rates are over the same samples).
 """
 
 from __future__ import annotations
@@ -30,13 +32,12 @@ from retrofit import Domain, Knob, Option, UsageError, hookimpl
 
 if (Path(__file__).parent / "commands.py").is_file():  # the pack's `check` command (its hookimpl)
     from .commands import retrofit_register_commands  # noqa: F401
+from .report_section import retrofit_report_section  # noqa: F401
 
 NAME = "codegen"
 SCORE_RANGE = (-0.5, 1.5)
-#: added to the loss of a candidate that breaks the pass-rate constraint: more than the whole
-#: score range, so such a candidate always loses to the unmodified model
-VIOLATION_PENALTY = SCORE_RANGE[1] - SCORE_RANGE[0] + 1.0
-VIOLATION_SLOPE = 100.0  # and among violators, the smaller violation is better
+#: the default constraint: writing faster code must not cost more than 1 pp of pass rate
+PASS_RATE_CONSTRAINT = ">= baseline - 0.01"
 
 DOMAIN = Domain(
     name=NAME,
@@ -60,13 +61,13 @@ DOMAIN = Domain(
         Option("tune_temperature", True, "expose the sampling temperature as a knob"),
         Option("steering_layer", -1, "transformer layer whose output gets a steering vector; -1: none"),
         Option("failure_score", -1.0, "score of a failed sample (slow reference 0, fast reference 1)"),
-        Option("pass_slack", 0.01, "allowed pass-rate drop below the unmodified model on the same batches"),
         Option("repeats", 3, "timing repeats of each sample and reference"),
         Option("cpu_seconds", 2.0, "CPU-time limit of one sample run in the sandbox"),
         Option("device", "cpu", "torch device"),
     ),
     objective={"score": -1.0},
     run_defaults={"budget": 100, "validate_every": 25, "top_k": 3},
+    constraints={"pass_rate": PASS_RATE_CONSTRAINT},
 )
 
 
@@ -82,7 +83,6 @@ class CodegenProblem:
     group_names: list[str] = field(default_factory=list)
     judge: Any = None
     results: dict[str, Any] = field(default_factory=dict)  # code hash -> SampleResult
-    baselines: dict[tuple[Any, ...], list[Any]] = field(default_factory=dict)  # batch -> baseline results
 
     def completions(self, batch: Sequence[tuple[str, int]]) -> list[str]:
         """Decode one completion per (task, seed) with the current controls."""
@@ -107,16 +107,9 @@ class CodegenProblem:
         return [self.results[key] for key in keys]
 
     def run(self, batch: Sequence[tuple[str, int]]) -> tuple[list[str], list[Any]]:
+        """Decode ``batch`` with the current controls and judge it: (completions, results)."""
         completions = self.completions(batch)
         return completions, self.judged(batch, completions)
-
-    def baseline(self, batch: Sequence[tuple[str, int]]) -> list[Any]:
-        """Judge results of the unmodified model on ``batch`` (decoded once, then kept)."""
-        key = tuple(batch)
-        if key not in self.baselines:
-            with self.controls.identity_view():
-                self.baselines[key] = self.run(batch)[1]
-        return self.baselines[key]
 
     def _judge(self) -> Any:
         if self.judge is None:
@@ -145,7 +138,7 @@ def sample_score(result: Any, failure_score: float) -> float:
     return min(high, max(low, math.log(result.speedup) / span))
 
 
-def batch_metrics(results: Sequence[Any], baseline: Sequence[Any], failure_score: float) -> dict[str, float]:
+def batch_metrics(results: Sequence[Any], failure_score: float) -> dict[str, float]:
     """Sums over one batch, reduced to rates by :func:`retrofit_aggregate`."""
     passed = [r for r in results if r.status == "passed"]
     timed = [r for r in passed if r.speedup and r.speedup > 0]
@@ -156,24 +149,20 @@ def batch_metrics(results: Sequence[Any], baseline: Sequence[Any], failure_score
         "fast": float(sum(1 for r in passed if r.fast)),
         "log_speedup_sum": float(sum(math.log(r.speedup) for r in timed)),
         "score_sum": float(sum(sample_score(r, failure_score) for r in results)),
-        "baseline_passed": float(sum(1 for r in baseline if r.status == "passed")),
     }
 
 
-def rates(metrics: Sequence[Mapping[str, float]], pass_slack: float) -> dict[str, float]:
-    """The reported metrics of a candidate from its per-batch sums."""
+def rates(metrics: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """The reported metrics of a candidate from its per-batch sums (rates over all samples,
+    not means of per-batch rates: the last batch may be smaller)."""
     total = {key: sum(m.get(key, 0.0) for m in metrics) for key in
-             ("samples", "passed", "timed", "fast", "log_speedup_sum", "score_sum", "baseline_passed")}
+             ("samples", "passed", "timed", "fast", "log_speedup_sum", "score_sum")}
     samples = max(total["samples"], 1.0)
-    pass_rate = total["passed"] / samples
-    baseline_pass_rate = total["baseline_passed"] / samples
     return {
-        "pass_rate": pass_rate,
+        "pass_rate": total["passed"] / samples,
         "fast_share": total["fast"] / total["passed"] if total["passed"] else 0.0,
         "speedup": math.exp(total["log_speedup_sum"] / total["timed"]) if total["timed"] else 0.0,
         "score": total["score_sum"] / samples,
-        "baseline_pass_rate": baseline_pass_rate,
-        "pass_rate_violation": max(0.0, baseline_pass_rate - pass_slack - pass_rate),
         "samples": total["samples"],
     }
 
@@ -298,8 +287,7 @@ def retrofit_evaluate(domain: str, model: Any, batch: Sequence[tuple[str, int]],
     if domain != NAME:
         return None
     _, results = model.run(batch)
-    baseline = results if model.controls.is_identity() else model.baseline(batch)
-    return batch_metrics(results, baseline, model.options["failure_score"])
+    return batch_metrics(results, model.options["failure_score"])
 
 
 @hookimpl
@@ -309,28 +297,50 @@ def retrofit_aggregate(domain: str, metrics: Sequence[Mapping[str, float]], conf
     from retrofit.objective import Aggregate
     from retrofit.reductions import weighted_sum
 
-    figures = rates(metrics, config.options["pass_slack"])
-    violation = figures["pass_rate_violation"]
-    loss = weighted_sum(figures, config.objective)
-    if violation > 0:
-        loss += VIOLATION_PENALTY + VIOLATION_SLOPE * violation
-    return Aggregate(loss=loss, metrics=figures)
+    # the pass-rate constraint is the core's (DOMAIN.constraints): nothing to add to the loss here
+    figures = rates(metrics)
+    return Aggregate(loss=weighted_sum(figures, config.objective), metrics=figures)
 
 
 @hookimpl
 def retrofit_run_finished(domain: str, config: Any, run_dir: Path, summary: Mapping[str, Any]) -> None:
-    """A few held-out samples of the unmodified and the retrofitted model: ``samples.md``."""
+    """Every held-out sample of the unmodified and the retrofitted model, judged again:
+    ``heldout.jsonl`` (what the report section charts), ``samples.md`` and ``samples.jsonl``."""
     if domain != NAME or not summary.get("best", {}).get("values"):
         return
     write_samples(config, summary["best"]["values"], run_dir)
 
 
+HELDOUT = "heldout.jsonl"  # one line per held-out sample and model, no code
+SAMPLES = "samples.jsonl"  # the samples shown in samples.md, with their code
+MODELS = ("unmodified", "retrofitted")
+
+
 def write_samples(config: Any, values: Mapping[str, Any], run_dir: Path, per_family: int = 1) -> Path:
-    """Decode and judge the first held-out sample of a few tasks, before and after."""
+    """Decode and judge every held-out sample before and after: the verdicts go to
+    ``heldout.jsonl``; the first sample of ``per_family`` tasks per family (at most 12 tasks)
+    to ``samples.jsonl`` and ``samples.md`` with their code. Returns the path of samples.md."""
     from retrofit.knobs import KnobSet
 
     problem = load_problem(config)
     knobs = KnobSet(build_codegen_knobs(problem))
+    # the validation batches themselves: the same samples, decoded in the same batches, as the run scored
+    batches = retrofit_batches(domain=NAME, config=config, split="validation")
+    outcomes: dict[str, list[tuple[tuple[str, int], str, Any]]] = {model: [] for model in MODELS}
+    try:
+        for batch in batches:
+            outcomes["unmodified"] += zip(batch, *problem.run(batch))
+        with knobs.applied(knobs.space.join(values)):
+            for batch in batches:
+                outcomes["retrofitted"] += zip(batch, *problem.run(batch))
+    finally:
+        if problem.judge is not None:
+            problem.judge.close()
+    heldout = [{"task_id": task, "family": problem.problems[task].family, "seed": seed, "model": model,
+                "status": result.status, "speedup": result.speedup, "fast": result.fast}
+               for model in MODELS for (task, seed), _, result in outcomes[model]]
+    (run_dir / HELDOUT).write_text("".join(json.dumps(line) + "\n" for line in heldout))
+
     picked: list[str] = []
     families: dict[str, int] = {}
     for task in problem.splits["validation"]:
@@ -338,23 +348,22 @@ def write_samples(config: Any, values: Mapping[str, Any], run_dir: Path, per_fam
         if families.get(family, 0) < per_family:
             families[family] = families.get(family, 0) + 1
             picked.append(task)
-    batch = [(task, _seed(config.options["sample_seed"], task, 0)) for task in picked[:12]]
-    before_code, before = problem.run(batch)
-    with knobs.applied(knobs.space.join(values)):
-        after_code, after = problem.run(batch)
-    if problem.judge is not None:
-        problem.judge.close()
+    shown = {(task, _seed(config.options["sample_seed"], task, 0)) for task in picked[:12]}
+    first = {model: {item: (code, result) for item, code, result in outcomes[model] if item in shown}
+             for model in MODELS}
     lines = ["# Held-out samples: unmodified vs retrofitted", ""]
     records = []
-    for (task, seed), code_a, res_a, code_b, res_b in zip(batch, before_code, before, after_code, after):
+    for task, seed in sorted(shown, key=lambda item: picked.index(item[0])):
         lines += [f"## {task} (seed {seed})", ""]
-        for label, code, result in (("unmodified", code_a, res_a), ("retrofitted", code_b, res_b)):
+        for model in MODELS:
+            code, result = first[model][(task, seed)]
             speed = f", speed-up {result.speedup:.1f}x" if result.status == "passed" and result.speedup else ""
-            lines += [f"{label}: {result.status}{speed}", "", "```python",
+            lines += [f"{model}: {result.status}{speed}", "", "```python",
                       problem.problems[task].prompt + code, "```", ""]
-            records.append({"task_id": task, "seed": seed, "model": label, "completion": code,
-                            "status": result.status, "speedup": result.speedup, "fast": result.fast})
-    (run_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+            records.append({"task_id": task, "seed": seed, "model": model, "completion": code,
+                            "prompt": problem.problems[task].prompt, "status": result.status,
+                            "speedup": result.speedup, "fast": result.fast})
+    (run_dir / SAMPLES).write_text("".join(json.dumps(r) + "\n" for r in records))
     path = run_dir / "samples.md"
     path.write_text("\n".join(lines))
     return path
