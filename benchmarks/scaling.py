@@ -8,8 +8,10 @@ executor, which are reported separately as start-up overhead. Configurations are
 across repeats so that machine noise hits them alike; medians are reported.
 
 Goals: speed-up from 1 to 2 workers >= 1.8x on a 2-core machine; Dask within 10 % of the
-local pool. The machine's load average is printed at start and end: on a shared machine other
-jobs take cores away from the second worker, so read the speed-up with it.
+local pool. The machine's load average is printed at start and end, and each repeat also
+measures the same evaluations in two bare processes against one (no retrofit at all): on a
+shared machine other jobs take cores away from the second worker, and that ceiling says how
+much speed-up was there to get.
 
     python benchmarks/scaling.py [--budget 30] [--samples 150000] [--repeats 2]
 """
@@ -90,6 +92,30 @@ def measure(args: argparse.Namespace, executor: str, workers: int, out: Path) ->
             "evaluations": evaluations}
 
 
+def _evaluate_many(job: tuple[dict[str, Any], int]) -> float:
+    """Seconds for ``count`` bare evaluations in a fresh process (no engine, no executor)."""
+    settings, count = job
+    evaluator = Evaluator(resolve(DOMAIN, None, settings))
+    evaluator.evaluate(Task(0, "train", evaluator.space.identity))  # warm
+    began = time.perf_counter()
+    for _ in range(count):
+        evaluator.evaluate(Task(0, "train", evaluator.space.identity))
+    return time.perf_counter() - began
+
+
+def machine_ceiling(args: argparse.Namespace) -> float:
+    """The speed-up two bare processes get over one on the same evaluations, right now: what
+    this machine (and whatever else runs on it) allows any executor."""
+    import multiprocessing
+
+    settings, count = overrides(args, "serial", 1), args.budget
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        (one,) = pool.map(_evaluate_many, [(settings, 2 * count)], chunksize=1)
+        both = pool.map(_evaluate_many, [(settings, count)] * 2, chunksize=1)
+    return one / max(both)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=int, default=30)
@@ -109,7 +135,9 @@ def main() -> None:
 
         configurations = [("local", 1), ("local", 2), ("dask", 1), ("dask", 2)]
         results: dict[tuple[str, int], list[dict[str, float]]] = {c: [] for c in configurations}
+        ceilings = []
         for repeat in range(args.repeats):
+            ceilings.append(machine_ceiling(args))
             order = configurations if repeat % 2 == 0 else configurations[::-1]
             for executor, workers in order:
                 out = Path(scratch) / f"{executor}{workers}-{repeat}"
@@ -135,6 +163,8 @@ def main() -> None:
     def row(label: str, value: float, goal: str, met: bool, miss: str) -> None:
         print(f"| {label} | {value:.2f}x | {goal} | {'met' if met else 'missed by ' + miss} |")
 
+    ceiling = statistics.median(ceilings)
+    print(f"| bare processes, no retrofit: 2 / 1 (the machine's ceiling now) | {ceiling:.2f}x | - | - |")
     for executor in ("local", "dask"):
         speedup = med[(executor, 2)]["rate"] / med[(executor, 1)]["rate"]
         row(f"{executor}: 2 workers / 1 worker", speedup, f">= {SPEEDUP_GOAL}x", speedup >= SPEEDUP_GOAL,
