@@ -5,7 +5,14 @@ in-process ``exec`` (no isolation at all: the floor), a bare ``subprocess.run([p
 code])`` per sample (a fresh interpreter, no limits), and the judge (warm zygote, a forked,
 contained process per sample). Prints a Markdown table for docs/codegen.md.
 
+``--speed`` instead compares the judge's two speed measures on a few task-family problems
+(samples: each problem's slow and fast reference): per sample, the speed-up against the slow
+reference by wall-clock time (``Judge(measure="time")``, 5 interleaved repeats) and by
+callgrind instruction count (``Judge(measure="instructions")``), each re-measured in ``--rounds``
+fresh judges, with its run-to-run spread (max / min over the rounds) and the judge's cost.
+
     python benchmarks/codegen_check.py [--quick] [--rounds N]
+    python benchmarks/codegen_check.py --speed [--rounds N] [--families common,dedupe,...]
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import subprocess
 import sys
 import time
 
+from retrofit_codegen.families import family_problems
 from retrofit_codegen.humaneval import load
 from retrofit_codegen.judge import Judge
 
@@ -52,11 +60,55 @@ def sandboxed(items) -> tuple[float, float]:
     return cold, warm
 
 
+def speed_modes(families: list[str], rounds: int) -> None:
+    """Print time-mode and instructions-mode speed-ups side by side, with spreads and costs."""
+    problems = {p.family: p for p in reversed(family_problems("train", per_family=1))}
+    # a trailing comment makes each sample a program of its own (the judge would otherwise reuse the
+    # reference's measurement), with the reference's code: the slow sample's ideal speed-up is 1
+    items = [(problems[name], f"{body.rstrip()}\n    # the sample\n") for name in families
+             for body in (problems[name].reference, problems[name].fast_reference)]
+    labels = [f"{name} {kind}" for name in families for kind in ("slow", "fast")]
+    speedups: dict[str, list[list[float]]] = {"time": [], "instructions": []}
+    counts: list[list[int]] = []
+    cost: dict[str, list[float]] = {"time": [], "instructions": []}
+    for _ in range(rounds):  # the two modes alternate, so both see the same machine load
+        for measure in ("time", "instructions"):
+            started = time.perf_counter()
+            with Judge(repeats=5 if measure == "time" else 1, measure=measure) as judge:
+                results = judge.judge(items)
+            cost[measure].append((time.perf_counter() - started) / len(items))
+            assert all(r.speedup for r in results), [(r.status, r.detail) for r in results]
+            speedups[measure].append([r.speedup for r in results])
+            if measure == "instructions":
+                counts.append([r.instructions for r in results])
+    print(f"{len(items)} samples ({', '.join(families)}: slow and fast reference), {rounds} rounds, "
+          "samples are the references (plus a comment), speed-up against the slow reference; "
+          "spread = max / min over the rounds\n")
+    print("| sample | time: speed-up (median) | time: spread | instructions: speed-up | instructions: spread "
+          "| instructions of the call (max - min) |")
+    print("|---|---|---|---|---|---|")
+    for index, label in enumerate(labels):
+        timed = [row[index] for row in speedups["time"]]
+        counted = [row[index] for row in speedups["instructions"]]
+        count = [row[index] for row in counts]
+        print(f"| {label} | {statistics.median(timed):.3g}x | {max(timed) / min(timed):.3f} | "
+              f"{statistics.median(counted):.3g}x | {max(counted) / min(counted):.6f} | "
+              f"{statistics.median(count):,} ({max(count) - min(count)}) |")
+    print(f"\njudge cost per sample (median over rounds, correctness checks included): time "
+          f"{statistics.median(cost['time']):.2f} s, instructions {statistics.median(cost['instructions']):.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="40 samples, 1 round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, median reported")
+    parser.add_argument("--speed", action="store_true", help="time vs instruction-count speed-ups (needs valgrind)")
+    parser.add_argument("--families", default="common,dedupe,prefix_sums,power_mod",
+                        help="task families for --speed, comma-separated")
     args = parser.parse_args()
+    if args.speed:
+        speed_modes(args.families.split(","), args.rounds)
+        return
     problems = load()
     items = [(p, p.reference) for p in (problems[:40] if args.quick else problems)]
     rounds = 1 if args.quick else args.rounds

@@ -11,7 +11,7 @@ import retrofit.cli
 from click.testing import CliRunner
 from retrofit.errors import UsageError
 from retrofit_codegen import commands, plugin
-from retrofit_codegen.check import check_command, run_check
+from retrofit_codegen.check import check_command, format_summary, run_check
 from retrofit_codegen.humaneval import load as load_humaneval
 from retrofit_codegen.problems import write_jsonl
 
@@ -117,3 +117,12 @@ def test_retrofit_main_runs_check_and_maps_bad_input_to_exit_2(tmp_path, monkeyp
 def test_plugin_module_registers_the_check_command():
     """Fails until plugin.py has `from .commands import retrofit_register_commands  # noqa: F401`."""
     assert getattr(plugin, "retrofit_register_commands", None) is commands.retrofit_register_commands
+
+
+def test_the_summary_line_names_the_measure():
+    summary = {"statuses": {"passed": 1}, "pass_at_1": 1.0, "samples": 1, "timed": 1, "speedup_geomean": 2.0,
+               "fast_share": None, "output": "r.jsonl", "seconds": 1.0}
+    assert "over 1 timed passed samples) 2x" in format_summary(summary)  # without "measure": time, as before
+    assert "over 1 instruction-counted passed samples) 2x" in format_summary({**summary, "measure": "instructions"})
+    with pytest.raises(UsageError, match="--measure must be one of time, instructions"):
+        run_check("humaneval", "unused.jsonl", measure="cycles")

@@ -86,3 +86,11 @@ def test_summarize_reports_pass_at_1_and_the_geometric_mean_speedup():
     assert summary["speedup_geomean"] == pytest.approx(4.0)
     assert summary["fast_share"] == pytest.approx(0.5)
     assert summary["statuses"] == {"passed": 3, "failed": 1} and summary["timed"] == 2
+
+
+def test_time_mode_leaves_the_instruction_fields_empty(judged):
+    results, judge = judged
+    assert judge.measure == "time"
+    assert all(r.instructions is None and r.reference_instructions is None and r.fast_reference_instructions is None
+               for r in results)
+    assert {"instructions", "reference_instructions", "fast_reference_instructions"} <= set(results[0].to_dict())

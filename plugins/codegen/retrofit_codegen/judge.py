@@ -5,6 +5,12 @@ Correctness is cached within a :class:`Judge` by a hash of everything the verdic
 are executed once. Speed is *not* cached: every :meth:`Judge.judge` call re-times its correct
 samples together with the references of the same problems, interleaved round by round, and keeps
 each program's minimum; on a noisy shared machine only times taken side by side compare.
+
+With ``measure="instructions"`` the speed of a correct sample is instead the number of
+instructions its call on the performance input executes under ``valgrind --tool=callgrind``
+(deterministic, so one run per program and no interleaving; see
+:func:`retrofit_codegen.sandbox._serve_instructions` for how the call is isolated). It is ~50x
+slower per program: a mode for reports, not for the tuning loop.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ from queue import Queue
 from typing import Any, Self
 
 from .problems import Problem
-from .sandbox import DEFAULT_PRELOAD, Job, Limits, Outcome, Sandbox
+from .sandbox import DEFAULT_PRELOAD, Job, Limits, Outcome, Sandbox, SandboxError, callgrind_limits, valgrind_path
 
 Progress = Callable[[int, int, str], None]  # (done, total, phase)
+MEASURES = ("time", "instructions")  # what Judge(measure=...) compares samples by
 
 
 @dataclass
@@ -36,6 +43,10 @@ class SampleResult:
     speedup: float | None  # reference_seconds / seconds
     fast: bool | None  # faster than the geometric midpoint of the two references (None without both)
     detail: str = ""
+    # measure="instructions" only: callgrind counts of the call on perf_input (the seconds stay None)
+    instructions: int | None = None
+    reference_instructions: int | None = None
+    fast_reference_instructions: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -57,13 +68,26 @@ class Judge:
     in parallel (timing is fairest with 1 on a loaded machine); ``check_perf_output`` fails a
     sample whose result on the performance input differs from the reference's (fast because
     wrong is not fast). ``progress(done, total, phase)`` is called as jobs finish.
+
+    ``measure="instructions"`` compares instruction counts under callgrind instead of seconds
+    (``SampleResult.instructions`` and friends; ``speedup`` and ``fast`` from the counts, the
+    midpoint of the references' counts as for seconds). Counts are deterministic, so each
+    program is counted once per batch whatever ``repeats`` (0 still means correctness only),
+    and parallel ``workers`` do not disturb them. Counting runs get :func:`callgrind_limits`
+    of ``limits`` (CPU and wall x20, memory x4). Without valgrind it raises :class:`SandboxError`.
     """
 
     def __init__(self, limits: Limits = Limits(), *, repeats: int = 5, workers: int = 1,  # noqa: B008 (frozen)
                  check_perf_output: bool = True, preload: tuple[str, ...] = DEFAULT_PRELOAD,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, measure: str = "time") -> None:
         if repeats < 0 or workers < 1:
             raise ValueError("repeats must be >= 0 and workers >= 1")
+        if measure not in MEASURES:
+            raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
+        if measure == "instructions" and valgrind_path() is None:
+            raise SandboxError("measure='instructions' needs valgrind (valgrind --tool=callgrind), "
+                               "which is not installed")
+        self.measure = measure
         self.limits, self.repeats, self.workers = limits, repeats, workers
         self.check_perf_output, self.progress = check_perf_output, progress
         self._preload = preload
@@ -81,26 +105,27 @@ class Judge:
             return sandbox
         return self._idle.get()
 
-    def _run(self, job: Job) -> Outcome:
+    def _run(self, job: Job, limits: Limits | None = None) -> Outcome:
         sandbox = self._sandbox()
         try:
-            return sandbox.run(job)
+            return sandbox.run(job, limits)
         finally:
             self._idle.put(sandbox)
 
-    def run_jobs(self, jobs: Sequence[Job], phase: str = "jobs") -> list[Outcome]:
-        """Run ``jobs`` (in order with one worker), each in a fresh contained process."""
+    def run_jobs(self, jobs: Sequence[Job], phase: str = "jobs", limits: Limits | None = None) -> list[Outcome]:
+        """Run ``jobs`` (in order with one worker), each in a fresh contained process, under
+        ``limits`` (default: the judge's)."""
         total, done = len(jobs), 0
         outcomes: list[Outcome] = []
         if self.workers == 1:
             for job in jobs:
-                outcomes.append(self._run(job))
+                outcomes.append(self._run(job, limits))
                 done += 1
                 if self.progress:
                     self.progress(done, total, phase)
             return outcomes
         with ThreadPoolExecutor(self.workers) as pool:
-            for outcome in pool.map(self._run, jobs):
+            for outcome in pool.map(lambda job: self._run(job, limits), jobs):
                 outcomes.append(outcome)
                 done += 1
                 if self.progress:
@@ -167,23 +192,50 @@ class Judge:
             programs[key] = problem.program(completion)
         if not timed or self.repeats == 0:
             return results
-        seconds = self._time(items, timed)
+        counting = self.measure == "instructions"
+        counts, failures = self._count(items, timed) if counting else ({}, {})
+        measured: dict[str, float] = {**counts} if counting else self._time(items, timed)
+        floor = 1 if counting else 1e-9  # a speed-up needs a positive denominator
         for (problem, _), key, result in zip(items, keys, results, strict=True):
             if result.status != "passed" or problem.task_id not in timed:
                 continue
             slow_key, fast_key = references[problem.task_id]
-            result.seconds = seconds.get(key)
-            result.reference_seconds = seconds.get(slow_key)
-            result.fast_reference_seconds = seconds.get(fast_key) if fast_key else None
-            if result.seconds is None:
-                result.detail = "passed, but no timing run succeeded"
+            own, reference = measured.get(key), measured.get(slow_key)
+            fast_reference = measured.get(fast_key) if fast_key else None
+            if counting:
+                result.instructions, result.reference_instructions = counts.get(key), counts.get(slow_key)
+                result.fast_reference_instructions = counts.get(fast_key) if fast_key else None
+            else:
+                result.seconds, result.reference_seconds, result.fast_reference_seconds = own, reference, fast_reference
+            if own is None:
+                result.detail = (f"passed, but its instruction count failed ({failures.get(key, 'no count')})"
+                                 if counting else "passed, but no timing run succeeded")
                 continue
-            if result.reference_seconds is not None:
-                result.speedup = result.reference_seconds / max(result.seconds, 1e-9)
-                if result.fast_reference_seconds is not None:
-                    midpoint = math.sqrt(result.reference_seconds * result.fast_reference_seconds)
-                    result.fast = result.seconds < midpoint
+            if reference is not None:
+                result.speedup = reference / max(own, floor)
+                if fast_reference is not None:
+                    result.fast = own < math.sqrt(reference * fast_reference)
+            elif counting:
+                result.detail = f"counted, but the reference's count failed ({failures.get(slow_key, 'no count')})"
         return results
+
+    def _count(self, items: Sequence[tuple[Problem, str]],
+               timed: dict[str, dict[str, str]]) -> tuple[dict[str, int], dict[str, str]]:
+        """Each program's instruction count on perf_input (one callgrind job each), and why
+        the count failed for those it did."""
+        problems = {problem.task_id: problem for problem, _ in items}
+        order = [(key, Job(program, problems[task_id].entry_point, perf_input=problems[task_id].perf_input,
+                           mode="instructions"))
+                 for task_id, programs in timed.items() for key, program in programs.items()]
+        counts: dict[str, int] = {}
+        failures: dict[str, str] = {}
+        outcomes = self.run_jobs([job for _, job in order], "counting", limits=callgrind_limits(self.limits))
+        for (key, _), outcome in zip(order, outcomes, strict=True):
+            if outcome.status == "passed" and outcome.instructions is not None:
+                counts[key] = outcome.instructions
+            else:
+                failures[key] = f"{outcome.status}: {outcome.detail}"
+        return counts, failures
 
     def _time(self, items: Sequence[tuple[Problem, str]], timed: dict[str, dict[str, str]]) -> dict[str, float]:
         """Minimum over ``repeats`` interleaved rounds of each program's time on perf_input.

@@ -19,6 +19,19 @@ The zygote waits with a wall timeout, then kills the child's whole process group
 process per sample keeps samples independent (no shared caches, no leftover state); the fork
 from a warm zygote keeps interpreter start-up off the critical path.
 
+Jobs of mode ``"instructions"`` count the call's instructions under ``valgrind
+--tool=callgrind``. The child is contained exactly as above (session, descriptors, rlimits,
+scrubbed environment, empty directory) and then, still trusted code, replaces itself with
+``valgrind --tool=callgrind ... python -s -S -P -B -c BOOT`` (the real interpreter binary). On
+stdin (a memfd, replaced by /dev/null before the sample runs) come the runner's code (the
+harness and audit hook of this file, compiled by the zygote) and the job; the new interpreter
+imports those of the zygote's preloaded modules the program imports, drops to ``nobody``,
+installs the same audit hook and only then runs the sample. Callgrind writes its profile to a
+pipe the zygote reads (never to a file the sample could plant a symlink at, and the 1 MB
+file-size limit stays on). The count of the call is the difference of two such runs, one
+calling the entry point on ``perf_input`` and one doing everything else identically but not
+the call (see :func:`_serve_instructions`).
+
 This file also *is* the zygote: the host runs it as a script (``python -I sandbox.py``), so it
 imports nothing from the package and only the standard library at module level.
 """
@@ -26,12 +39,13 @@ imports nothing from the package and only the standard library at module level.
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import selectors
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Self
 
 STATUSES = ("passed", "failed", "timeout", "memory", "crashed", "killed")
@@ -46,6 +60,12 @@ DEFAULT_PRELOAD = (
     "operator", "pprint", "queue", "random", "re", "statistics", "string", "struct", "textwrap",
     "time", "typing", "unicodedata", "zlib", "socket", "subprocess", "threading", "tempfile", "shutil",
 )
+# instruction counting: callgrind runs the interpreter ~20-50x slower and needs more address
+# space (its own heap and translation cache), so those limits are scaled for "instructions" jobs
+CALLGRIND_TIME_FACTOR = 20
+CALLGRIND_MEMORY_FACTOR = 4
+_CALLGRIND_FD = 4  # where callgrind writes its profile (a pipe to the zygote)
+_CALLGRIND_CAP = 1 << 16  # the profile's header, which holds "summary:", is all that is kept
 _CHILD_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0"}
 _RESULT_FD = 3
 _SIGNAL_STATUS = {signal.SIGXCPU: "timeout", signal.SIGSEGV: "crashed", signal.SIGBUS: "crashed",
@@ -86,6 +106,8 @@ class Job:
     ``perf_input`` is set) one call on the performance input whose result is digested so the
     caller can compare it with the reference's. ``mode="time"`` runs the program and times one
     call of the entry point on ``perf_input`` with ``time.perf_counter`` (the call only).
+    ``mode="instructions"`` counts the instructions of that one call under callgrind
+    (:attr:`Outcome.instructions`); run it with :func:`callgrind_limits` of the usual limits.
     """
 
     program: str
@@ -109,6 +131,22 @@ class Outcome:
     signal: int | None = None
     cpu_seconds: float | None = None
     wall_seconds: float | None = None
+    instructions: int | None = None  # the call's instruction count (mode "instructions")
+
+
+def valgrind_path() -> str | None:
+    """The ``valgrind`` executable on PATH, or None when it is not installed."""
+    import shutil
+
+    return shutil.which("valgrind")
+
+
+def callgrind_limits(limits: Limits) -> Limits:
+    """``limits`` for one run under callgrind: CPU and wall time x20, address space x4, the rest
+    (file size, output, processes, open files, the uid drop) unchanged."""
+    return replace(limits, cpu_seconds=limits.cpu_seconds * CALLGRIND_TIME_FACTOR,
+                   wall_seconds=limits.wall_seconds * CALLGRIND_TIME_FACTOR,
+                   memory_mb=limits.memory_mb * CALLGRIND_MEMORY_FACTOR)
 
 
 class SandboxError(RuntimeError):
@@ -128,6 +166,7 @@ class Sandbox:
     preload: tuple[str, ...] = DEFAULT_PRELOAD
     python: str = sys.executable
     isolation: tuple[str, ...] = ()  # what the zygote could set up, e.g. ("rlimits", "audit", "netns", "user")
+    valgrind: str | None = None  # for "instructions" jobs; default: valgrind on PATH when the zygote starts
 
     def __post_init__(self) -> None:
         self._process: Any = None
@@ -144,7 +183,11 @@ class Sandbox:
         self._base = tempfile.mkdtemp(prefix="retrofit-sandbox-")
         os.chmod(self._base, 0o711)  # the sandbox user may enter its own directory, not list others
         self._log = open(os.path.join(self._base, "zygote.log"), "w+b")  # noqa: SIM115 (closed in close())
-        config = json.dumps({"base": self._base, "preload": list(self.preload)})
+        self._valgrind = self.valgrind or valgrind_path()
+        # the real interpreter (a venv's python is a link, a pyenv shim a script): callgrind must
+        # count the interpreter itself, and the zygote's scrubbed PATH could not find it anyway
+        config = json.dumps({"base": self._base, "preload": list(self.preload), "valgrind": self._valgrind,
+                             "python": os.path.realpath(self.python)})
         self._process = subprocess.Popen(
             [self.python, "-I", "-B", os.path.abspath(__file__), config], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=self._log, cwd=self._base, env=dict(_CHILD_ENV), close_fds=True,
@@ -161,12 +204,15 @@ class Sandbox:
         """Run ``job`` in a fresh contained process under ``limits`` (default: the sandbox's)."""
         limits = limits or self.limits
         self.start()
+        if job.mode == "instructions" and not self._valgrind:
+            raise SandboxError("counting instructions needs valgrind, which is not installed")
         request = json.dumps({"job": asdict(job), "limits": asdict(limits)}).encode() + b"\n"
         started = time.monotonic()
+        runs = 2 if job.mode == "instructions" else 1  # with and without the call, each under the wall limit
         try:
             self._process.stdin.write(request)
             self._process.stdin.flush()
-            line = self._read_line(deadline=started + limits.wall_seconds + 30)
+            line = self._read_line(deadline=started + runs * limits.wall_seconds + 30)
         except (BrokenPipeError, OSError):
             line = None
         if line is None:  # the zygote died or hung: not expected, but never take the host down with it
@@ -267,13 +313,53 @@ def _zygote(config: dict[str, Any]) -> None:
     proto_out.flush()
     for line in proto_in:
         request = json.loads(line)
-        outcome = _serve(Job(**request["job"]), Limits(**request["limits"]), config["base"])
+        outcome = _serve(Job(**request["job"]), Limits(**request["limits"]), config)
         proto_out.write(json.dumps(asdict(outcome)).encode() + b"\n")
         proto_out.flush()
 
 
-def _serve(job: Job, limits: Limits, base: str) -> Outcome:
-    """Fork one child for ``job``, watch it under the wall timeout, classify the result."""
+def _serve(job: Job, limits: Limits, config: dict[str, Any]) -> Outcome:
+    """Run one job; an "instructions" job is two callgrind runs (see :func:`_serve_instructions`)."""
+    if job.mode == "instructions":
+        return _serve_instructions(job, limits, config)
+    return _serve_one(job, limits, config["base"])[0]
+
+
+def _serve_instructions(job: Job, limits: Limits, config: dict[str, Any]) -> Outcome:
+    """The instructions of the call on ``perf_input``: (setup + call) minus (setup alone).
+
+    Both runs execute the same interpreter, preload, harness, program and ``perf_input``
+    construction, and leave through ``os._exit`` keeping the result alive (no deallocation or
+    finalisation counted); only the call differs, so the difference is the call. Callgrind
+    counts are deterministic for a fixed PYTHONHASHSEED (the zygote's environment fixes it).
+    ``--toggle-collect`` on a marker function would need one run instead of two, but a sample
+    could enter the same C function itself (toggling collection off for its own work), and
+    client requests need ctypes, which the audit hook refuses.
+    """
+    if not config.get("valgrind"):
+        return Outcome("crashed", detail="valgrind is not available to the sandbox")
+    counts: list[int] = []
+    first: Outcome | None = None
+    for call in (True, False):  # the measured run first: a sample that fails there costs one run
+        outcome, count = _serve_one(job, limits, config["base"], {**config, "call": call, "runner": _runner()})
+        if outcome.status != "passed":
+            return replace(outcome, detail=f"{outcome.detail} (under callgrind)".strip())
+        if count is None:
+            return replace(outcome, status="crashed", detail="callgrind reported no instruction count")
+        counts.append(count)
+        if first is None:
+            first = outcome
+        else:
+            first = replace(first, cpu_seconds=round((first.cpu_seconds or 0) + (outcome.cpu_seconds or 0), 4),
+                            wall_seconds=round((first.wall_seconds or 0) + (outcome.wall_seconds or 0), 4))
+    assert first is not None
+    return replace(first, instructions=max(counts[0] - counts[1], 0))
+
+
+def _serve_one(job: Job, limits: Limits, base: str, callgrind: dict[str, Any] | None = None,
+               ) -> tuple[Outcome, int | None]:
+    """Fork one child for ``job``, watch it under the wall timeout, classify the result; with
+    ``callgrind`` the child execs the callgrind runner, and the count it reports comes back."""
     import shutil
     import tempfile
 
@@ -283,6 +369,9 @@ def _serve(job: Job, limits: Limits, base: str) -> Outcome:
         os.chown(workdir, NOBODY, NOBODY)
     out_r, out_w = os.pipe()
     res_r, res_w = os.pipe()
+    cg_r, cg_w = os.pipe() if callgrind is not None else (-1, -1)
+    if drop and cg_w >= 0:  # callgrind reopens it through /proc after the runner drops to nobody
+        os.fchown(cg_w, NOBODY, NOBODY)
     nonce = os.urandom(8).hex()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -292,7 +381,9 @@ def _serve(job: Job, limits: Limits, base: str) -> Outcome:
         try:
             os.close(out_r)
             os.close(res_r)
-            _child(job, limits, workdir, out_w, res_w, nonce, drop)
+            if cg_r >= 0:
+                os.close(cg_r)
+            _child(job, limits, workdir, out_w, res_w, nonce, drop, callgrind, cg_w)
         except BaseException:  # noqa: BLE001 (a harness bug: say so on the captured stderr)
             import traceback
 
@@ -306,7 +397,9 @@ def _serve(job: Job, limits: Limits, base: str) -> Outcome:
             os._exit(70)
     os.close(out_w)
     os.close(res_w)
-    output, result, why = _watch(pid, out_r, res_r, limits, started)
+    if cg_w >= 0:
+        os.close(cg_w)
+    output, result, why, profile = _watch(pid, out_r, res_r, limits, started, cg_r)
     try:
         os.killpg(pid, signal.SIGKILL)  # anything the sample left behind in its group
     except (ProcessLookupError, PermissionError):
@@ -319,22 +412,38 @@ def _serve(job: Job, limits: Limits, base: str) -> Outcome:
     _, status, usage = os.wait4(pid, 0)
     wall = time.monotonic() - started
     shutil.rmtree(workdir, ignore_errors=True)
-    return _classify(status, usage, output, result, why, nonce, limits, wall)
+    return _classify(status, usage, output, result, why, nonce, limits, wall), _profile_count(profile)
 
 
-def _watch(pid: int, out_r: int, res_r: int, limits: Limits, started: float) -> tuple[bytes, bytes, str]:
-    """Read the child's output (capped) and result until both close or a limit is hit."""
+def _profile_count(profile: bytes) -> int | None:
+    """The total ``Ir`` of a callgrind profile: its header's ``summary:`` line (events: Ir only)."""
+    events = None
+    for line in profile.splitlines():
+        if line.startswith(b"events:"):
+            events = line.split()[1:]
+        elif line.startswith(b"summary:") and events and events[0] == b"Ir":
+            fields = line.split()
+            return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+    return None
+
+
+def _watch(pid: int, out_r: int, res_r: int, limits: Limits, started: float,
+           cg_r: int = -1) -> tuple[bytes, bytes, str, bytes]:
+    """Read the child's output (capped), result and callgrind profile (its head) until they all
+    close or a limit is hit."""
     deadline = started + limits.wall_seconds
-    output, result, why = bytearray(), bytearray(), ""
+    output, result, profile, why = bytearray(), bytearray(), bytearray(), ""
     selector = selectors.DefaultSelector()
     selector.register(out_r, selectors.EVENT_READ, "out")
     selector.register(res_r, selectors.EVENT_READ, "res")
+    if cg_r >= 0:
+        selector.register(cg_r, selectors.EVENT_READ, "cg")
     try:
         pidfd = os.pidfd_open(pid)
         selector.register(pidfd, selectors.EVENT_READ, "exit")
     except (AttributeError, OSError):
         pidfd = -1
-    open_pipes, exited, drain_until = 2, False, None
+    open_pipes, exited, drain_until = 3 if cg_r >= 0 else 2, False, None
     while open_pipes and not why:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -354,6 +463,8 @@ def _watch(pid: int, out_r: int, res_r: int, limits: Limits, started: float) -> 
                 output += chunk
                 if len(output) > limits.output_bytes:
                     why = "output"
+            elif key.data == "cg":  # keep the header, drain the rest (a profile is a few MB)
+                profile += chunk[:max(0, _CALLGRIND_CAP - len(profile))]
             else:
                 result += chunk
                 if len(result) > 1 << 20:  # a verdict is small: the sample is writing to it
@@ -372,10 +483,10 @@ def _watch(pid: int, out_r: int, res_r: int, limits: Limits, started: float) -> 
                 break
             exited = bool(selector.select(remaining))
     selector.close()
-    for fd in (out_r, res_r, pidfd):
+    for fd in (out_r, res_r, cg_r, pidfd):
         if fd >= 0:
             os.close(fd)
-    return bytes(output), bytes(result), why
+    return bytes(output), bytes(result), why, bytes(profile)
 
 
 def _classify(status: int, usage: Any, output: bytes, result: bytes, why: str, nonce: str, limits: Limits,
@@ -417,8 +528,10 @@ def _classify(status: int, usage: Any, output: bytes, result: bytes, why: str, n
 
 
 # -- the child ------------------------------------------------------------------------------
-def _child(job: Job, limits: Limits, workdir: str, out_w: int, res_w: int, nonce: str, drop: bool) -> None:
-    """Contain this process, run the job, report on the result descriptor, exit."""
+def _child(job: Job, limits: Limits, workdir: str, out_w: int, res_w: int, nonce: str, drop: bool,
+           callgrind: dict[str, Any] | None = None, cg_w: int = -1) -> None:
+    """Contain this process, run the job (or exec the callgrind runner), report on the result
+    descriptor, exit."""
     import resource
 
     os.setsid()
@@ -427,7 +540,11 @@ def _child(job: Job, limits: Limits, workdir: str, out_w: int, res_w: int, nonce
     os.dup2(out_w, 1)
     os.dup2(out_w, 2)
     os.dup2(res_w, _RESULT_FD)
-    os.closerange(_RESULT_FD + 1, 1 << 16)  # protocol pipes, the log, everything else
+    last = _RESULT_FD
+    if cg_w >= 0:
+        os.dup2(cg_w, _CALLGRIND_FD)
+        last = _CALLGRIND_FD
+    os.closerange(last + 1, 1 << 16)  # protocol pipes, the log, everything else
     sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
     sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
@@ -435,10 +552,14 @@ def _child(job: Job, limits: Limits, workdir: str, out_w: int, res_w: int, nonce
     cpu = max(1, int(limits.cpu_seconds + 0.999))
     memory = limits.memory_mb << 20
     for which, value in ((resource.RLIMIT_CPU, (cpu, cpu + 1)), (resource.RLIMIT_AS, (memory, memory)),
-                         (resource.RLIMIT_FSIZE, (limits.file_size_mb << 20,) * 2), (resource.RLIMIT_CORE, (0, 0)),
-                         (resource.RLIMIT_NPROC, (limits.processes,) * 2),
+                         (resource.RLIMIT_CORE, (0, 0)), (resource.RLIMIT_NPROC, (limits.processes,) * 2),
                          (resource.RLIMIT_NOFILE, (limits.open_files,) * 2)):
         resource.setrlimit(which, value)
+    # the callgrind runner's stdin is a memfd, which the file-size limit would count: written first
+    stdin = _callgrind_stdin(job, callgrind, nonce, drop) if callgrind is not None else -1
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_mb << 20,) * 2)
+    if callgrind is not None:
+        _exec_callgrind(callgrind, workdir, stdin)
     if drop:
         os.setgroups([])
         os.setgid(NOBODY)
@@ -449,12 +570,179 @@ def _child(job: Job, limits: Limits, workdir: str, out_w: int, res_w: int, nonce
     import tempfile
 
     tempfile.tempdir = workdir
-    write = os.write  # bound before the sample runs: it may rebind module attributes
-    verdict = _harness(job)
+    _report(job, nonce)
+
+
+def _callgrind_stdin(job: Job, callgrind: dict[str, Any], nonce: str, drop: bool) -> int:
+    """A memfd holding the runner's code and the job (what the runner reads on stdin)."""
+    preload = set(callgrind["preload"])
+    payload = marshal.dumps({"job": asdict(job), "nonce": nonce, "drop": drop, "call": callgrind["call"],
+                             "preload": [name for name in _imported_modules(job.program) if name in preload]})
+    stdin = os.memfd_create("retrofit-job", 0)
+    data = len(callgrind["runner"]).to_bytes(8, "little") + callgrind["runner"] + payload
+    written = 0
+    while written < len(data):
+        written += os.write(stdin, data[written:])
+    os.lseek(stdin, 0, os.SEEK_SET)
+    return stdin
+
+
+def _exec_callgrind(callgrind: dict[str, Any], workdir: str, stdin: int) -> None:
+    """Replace this contained child by the callgrind runner (never returns).
+
+    Runs before any sample code, with every limit already set and the environment given
+    explicitly (scrubbed; HOME is the empty working directory, so no .valgrindrc is read). The
+    uid drop happens in the runner, after its imports: the interpreter may live where only
+    root can read (e.g. under /root), exactly as for the zygote.
+    """
+    os.dup2(stdin, 0)
+    os.close(stdin)
+    import ctypes
+
+    # the client's addresses under valgrind follow the randomised initial stack; id()-based
+    # hashes (abc caches, sets of objects) then probe differently and move counts a little
+    if ctypes.CDLL(None, use_errno=True).personality(0x0040000) == -1:  # ADDR_NO_RANDOMIZE
+        raise OSError(ctypes.get_errno(), "personality(ADDR_NO_RANDOMIZE) failed")
+    env = {**_CHILD_ENV, "HOME": workdir, "TMPDIR": workdir}
+    argv = [callgrind["valgrind"], "--tool=callgrind", "-q", "--vgdb=no", "--trace-children=no",
+            f"--callgrind-out-file=/proc/self/fd/{_CALLGRIND_FD}",
+            # not -I: it implies -E, which ignores PYTHONHASHSEED, and random string hashes moved
+            # a call's count by up to 8 %; the environment is ours, so -s -S -P -B isolate as well
+            callgrind["python"], "-s", "-S", "-P", "-B", "-c", _BOOT]
+    os.execve(callgrind["valgrind"], argv, env)
+
+
+def _imported_modules(program: str) -> list[str]:
+    """Modules ``program`` imports (statically, with their parent packages), in order."""
+    import ast
+
     try:
-        data = json.dumps(verdict)
+        tree = ast.parse(program)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []  # the sample fails in its own run
+    names: list[str] = []
+    for node in ast.walk(tree):
+        found = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                 else [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+        for name in found:
+            parts = name.split(".")
+            names.extend(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return list(dict.fromkeys(names))
+
+
+# The runner's code: the parts of this file the callgrind run needs (not the dataclasses, typing
+# or selectors, whose imports would cost every run ~100 M instructions), compiled by the zygote.
+_RUNNER_PARTS = ("NOBODY", "_RESULT_FD", "_CHILD_ENV", "_KEEP", "_callgrind_runner", "_report", "_dumps", "_harness",
+                 "_audit_hook", "_exception_verdict", "_test_line", "_canonical", "_digest")
+# -c program of the callgrind run: stdin = 8-byte length, marshalled runner code, marshalled job
+_BOOT = ("import marshal, os\nchunks = []\nwhile chunk := os.read(0, 1 << 20):\n    chunks.append(chunk)\n"
+         "data = b''.join(chunks)\nsize = int.from_bytes(data[:8], 'little')\n"
+         "namespace = {'__name__': 'retrofit_sandbox_runner'}\nexec(marshal.loads(data[8:8 + size]), namespace)\n"
+         "del chunks, chunk\nnamespace['_callgrind_runner'](data[8 + size:])\n")
+
+
+def _runner_code() -> bytes:
+    """Marshalled code of :data:`_RUNNER_PARTS` (plus the modules they use)."""
+    import ast
+
+    with open(os.path.abspath(__file__), encoding="utf-8") as handle:
+        tree = ast.parse(handle.read())
+    body: list[ast.stmt] = [*ast.parse("from __future__ import annotations\nimport marshal, os, sys, time\n").body]
+    for node in tree.body:
+        name = (node.name if isinstance(node, ast.FunctionDef) else node.target.id
+                if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                else node.targets[0].id if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                else None)
+        if name in _RUNNER_PARTS:
+            body.append(node)
+    return marshal.dumps(compile(ast.Module(body=body, type_ignores=[]), os.path.abspath(__file__), "exec"))
+
+
+_RUNNER: list[bytes] = []
+
+
+def _runner() -> bytes:
+    """:func:`_runner_code`, compiled once per zygote."""
+    if not _RUNNER:
+        _RUNNER.append(_runner_code())
+    return _RUNNER[0]
+
+
+def _callgrind_runner(data: bytes) -> None:
+    """The callgrind run's entry point (trusted): contain like :func:`_child`'s end, then report."""
+    import importlib
+    import types
+
+    payload = marshal.loads(data)  # written by the contained child before the exec, not by the sample
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)  # the job description is gone before the sample runs
+    os.close(null)
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    for name in payload["preload"]:  # what the zygote preloaded and the program imports
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    if payload["drop"]:
+        import ctypes
+
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+        # a uid change makes the process non-dumpable, which hides /proc/self/fd from it, and
+        # callgrind writes its profile there at exit; no core dumps either way (RLIMIT_CORE 0)
+        if ctypes.CDLL(None, use_errno=True).prctl(4, 1, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+    workdir = os.getcwd()
+    os.environ.clear()  # valgrind adds LD_PRELOAD and friends: show the sample the usual environment
+    os.environ.update(_CHILD_ENV)
+    os.environ["HOME"] = os.environ["TMPDIR"] = workdir
+    if "tempfile" in sys.modules:  # otherwise TMPDIR tells it
+        sys.modules["tempfile"].tempdir = workdir
+    _report(types.SimpleNamespace(**payload["job"]), payload["nonce"], call=payload["call"], dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    """``json.dumps`` for a verdict (a dict of strings, numbers and None), without importing
+    json, and with it re: ~35 M instructions in every callgrind run."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        import math  # an extension module: no Python code to run
+
+        if not math.isfinite(value):
+            raise ValueError("not representable in JSON")
+        return repr(float(value))
+    if isinstance(value, str):
+        out = []
+        for char in str(value):
+            code = ord(char)
+            if 0x20 <= code < 0x7F and char not in '"\\':
+                out.append(char)
+            elif code > 0xFFFF:  # a surrogate pair, as JSON spells it
+                code -= 0x10000
+                out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+            else:
+                out.append(f"\\u{code:04x}")
+        return '"' + "".join(out) + '"'
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        return "{" + ", ".join(f"{_dumps(key)}: {_dumps(item)}" for key, item in value.items()) + "}"
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _report(job: Job, nonce: str, call: bool = True, dumps: Any = None) -> None:
+    """Run the job under the audit hook, write the verdict on the result descriptor, exit."""
+    write = os.write  # bound before the sample runs: it may rebind module attributes
+    dumps = dumps or json.dumps
+    verdict = _harness(job, call)
+    try:
+        data = dumps(verdict)
     except (TypeError, ValueError):
-        data = json.dumps({"status": "crashed", "detail": "unreportable result"})
+        data = dumps({"status": "crashed", "detail": "unreportable result"})
     write(_RESULT_FD, f"{nonce} {data}\n".encode())
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -533,10 +821,13 @@ def _audit_hook(workdir: str) -> Any:
     return hook
 
 
-def _harness(job: Job) -> dict[str, Any]:
-    """Run the sample under the audit hook; return the verdict (never raises)."""
+_KEEP: list[Any] = []  # the counted call's result: freeing it would be counted too
+
+
+def _harness(job: Job, call: bool = True) -> dict[str, Any]:
+    """Run the sample under the audit hook; return the verdict (never raises). ``call=False``
+    (mode "instructions" only) does everything but the call on ``perf_input``."""
     import builtins
-    import traceback
 
     perf = time.perf_counter  # bound before the sample runs
     sys.addaudithook(_audit_hook(os.getcwd()))
@@ -568,6 +859,15 @@ def _harness(job: Job) -> dict[str, Any]:
             except BaseException as error:  # noqa: BLE001
                 return _exception_verdict(error, "perf_input", "on perf_input")
             return {"status": "passed", "seconds": seconds, "digest": _digest(value)}
+        if job.mode == "instructions":
+            if args is None:
+                return {"status": "failed", "failing_test": None, "detail": "no perf_input to count"}
+            if call:
+                try:
+                    _KEEP.append(candidate(*args))
+                except BaseException as error:  # noqa: BLE001
+                    return _exception_verdict(error, "perf_input", "on perf_input")
+            return {"status": "passed"}
         try:
             exec(compile(job.test, "<test>", "exec"), namespace)  # noqa: S102
             check = namespace["check"]
@@ -576,6 +876,8 @@ def _harness(job: Job) -> dict[str, Any]:
         try:
             check(candidate)
         except BaseException as error:  # noqa: BLE001
+            import traceback  # preloaded by the zygote (the callgrind runner never checks)
+
             return _exception_verdict(error, _test_line(error, job.test, traceback), "in the tests")
         digest = None
         if args is not None:
