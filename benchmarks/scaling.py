@@ -13,7 +13,7 @@ measures the same evaluations in two bare processes against one (no retrofit at 
 shared machine other jobs take cores away from the second worker, and that ceiling says how
 much speed-up was there to get.
 
-    python benchmarks/scaling.py [--budget 30] [--samples 150000] [--repeats 2]
+    python benchmarks/scaling.py [--workload cpu|numpy] [--budget 80] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class Timed:
 def overrides(args: argparse.Namespace, executor: str, workers: int) -> dict[str, Any]:
     return {"run.executor": executor, "run.workers": workers, "run.budget": args.budget, "run.seed": 0,
             "run.optimizer": "CMA", "run.validate_every": args.budget, "run.top_k": 1,
-            "toy.samples": args.samples, "toy.delay": 0.0}
+            "toy.samples": args.samples, "toy.spin": args.spin, "toy.delay": 0.0}
 
 
 def measure(args: argparse.Namespace, executor: str, workers: int, out: Path) -> dict[str, float]:
@@ -118,10 +118,20 @@ def machine_ceiling(args: argparse.Namespace) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=int, default=30)
-    parser.add_argument("--samples", type=int, default=150_000, help="points per toy batch (the CPU work)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--budget", type=int, default=80)
+    parser.add_argument("--workload", choices=("cpu", "numpy"), default="cpu",
+                        help="cpu: a pure-Python loop in the cache (toy.spin); numpy: large arrays, which on "
+                             "this VM are bound by memory bandwidth as much as by the cores")
+    parser.add_argument("--samples", type=int, default=None, help="points per toy batch (default 400; 150000 "
+                                                                   "with --workload numpy)")
+    parser.add_argument("--spin", type=int, default=None, help="loop iterations per batch (default 300000 with "
+                                                               "--workload cpu)")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if args.samples is None:
+        args.samples = 150_000 if args.workload == "numpy" else 400
+    if args.spin is None:
+        args.spin = 300_000 if args.workload == "cpu" else 0
     began = time.perf_counter()
     load_start = os.getloadavg()
 
@@ -146,7 +156,8 @@ def main() -> None:
     med = {c: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for c, rs in results.items()}
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in load_start)}; at end: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
-    print(f"toy domain, {args.samples} samples x 3 batches per evaluation ({one * 1000:.0f} ms serial, CPU-bound), "
+    print(f"toy domain, {args.workload} workload: {args.samples} samples and {args.spin} spin iterations x 3 batches "
+          f"per evaluation ({one * 1000:.0f} ms serial), "
           f"budget {args.budget} (+2 validation re-scores), CMA, {args.repeats} interleaved repeats, medians")
     print()
     # a worker's time per evaluation beyond the evaluation itself: dispatch, result, engine, records

@@ -6,8 +6,9 @@ per-feature gain on the classifier's weights, and the loss is the misclassificat
 a step function of the gains, with zero gradient almost everywhere, and a known optimum
 (the gains that undo the rescaling). The core's tests, benchmarks and quickstart run on it.
 
-Options ``delay`` and ``fault`` make evaluations slow or faulty on purpose, to exercise
-executors, timeouts and failure recording (tests/reliability): ``nan`` and ``raise`` fail the
+Options ``delay``, ``spin`` and ``fault`` make evaluations slow or faulty on purpose, to exercise
+executors, timeouts and failure recording (tests/reliability); ``spin`` is a fixed amount of pure
+CPU work per batch that stays in the cache, for scaling benchmarks: ``nan`` and ``raise`` fail the
 evaluation, ``exit`` and ``segfault`` kill the process running it, ``oom`` exhausts its memory
 under an address-space limit (a ``MemoryError``), ``hang`` never returns.
 """
@@ -43,6 +44,7 @@ DOMAIN = Domain(
         Option("shift", 1.0, "spread of the per-feature rescaling on the target domain (log-scale std)"),
         Option("data_seed", 0, "seed of the problem (weights, shift, data)"),
         Option("delay", 0.0, "seconds of sleep per batch, to simulate an expensive evaluation"),
+        Option("spin", 0, "iterations of a pure-Python arithmetic loop per batch: fixed CPU work, no memory traffic"),
         Option("fault", "none", "inject failures into evaluations", choices=FAULTS),
         Option("fault_rate", 0.1, "share of candidates hit by the fault (chosen by a hash of their values)"),
     ),
@@ -104,6 +106,14 @@ def retrofit_batches(domain: str, config: Config, split: str) -> list[tuple[str,
     return [(split, index) for index in range(count)]
 
 
+def _spin(iterations: int) -> int:
+    """Burn a fixed amount of CPU in the interpreter (the same work whatever the load)."""
+    total = 0
+    for i in range(iterations):
+        total = (total + i * i) % 1_000_003
+    return total
+
+
 @hookimpl
 def retrofit_evaluate(domain: str, model: Any, batch: Any, config: Config) -> dict[str, float] | None:
     if domain != NAME:
@@ -124,6 +134,7 @@ def retrofit_evaluate(domain: str, model: Any, batch: Any, config: Config) -> di
         time.sleep(3600)  # "hang"
     if options["delay"]:
         time.sleep(options["delay"])
+    _spin(int(options["spin"]))
     split, index = batch
     weights, scale = problem(options)
     rng = np.random.default_rng([options["data_seed"], 0 if split == "train" else 1, index])
