@@ -265,3 +265,11 @@ class FullDisk:
 
         stream.write = write  # type: ignore[method-assign]
         return stream
+
+
+def reference_run(toy: Toy, tmp_path_factory: Any) -> Path:
+    """An uninterrupted run of ``toy``: what a faulted run must end up equal to."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    code, err = invoke([*toy.args(), "--out", str(run_dir)])
+    assert code == 0, err
+    return run_dir

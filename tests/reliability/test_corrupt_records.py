@@ -16,17 +16,14 @@ from pathlib import Path
 import pytest
 from retrofit.records import RunRecord
 
-from .faults import Toy, entries, invoke, problems
+from .faults import Toy, entries, invoke, problems, reference_run
 
 TOY = Toy(budget=30, workers=1, seed=4, delay=0.0, validate_every=10, executor="serial")
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    code, err = invoke([*TOY.args(), "--out", str(run_dir)])
-    assert code == 0, err
-    return run_dir
+    return reference_run(TOY, tmp_path_factory)
 
 
 @pytest.fixture

@@ -21,17 +21,14 @@ import pytest
 from conftest import cli
 from retrofit import records
 
-from .faults import FullDisk, Toy, invoke, problems
+from .faults import FullDisk, Toy, invoke, problems, reference_run
 
 TOY = Toy(budget=30, workers=1, seed=3, delay=0.0, validate_every=10, executor="serial")
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    code, err = invoke([*TOY.args(), "--out", str(run_dir)])
-    assert code == 0, err
-    return run_dir
+    return reference_run(TOY, tmp_path_factory)
 
 
 def _one_error_line(err: str, only: bool = True) -> str:
