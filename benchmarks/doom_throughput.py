@@ -36,7 +36,6 @@ def bare_loop(seeds: list[int], fresh: bool, agent: Any = None) -> int:
     returns the steps played. Also the raw Doom loop of benchmarks/throughput.py."""
     import torch
     import vizdoom
-
     from retrofit_doom_arnold.actions import ActionSpace
     from retrofit_doom_arnold.agents import load_agent
     from retrofit_doom_arnold.arnold import preprocess

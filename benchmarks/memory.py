@@ -96,7 +96,7 @@ class Sampler:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
 
@@ -178,7 +178,7 @@ def main() -> None:
           "worker growth (peak - loaded) | main + workers peak |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for workers, budget, evaluations, wall, main_peak, loaded, peaks, total in rows:
-        show = lambda values: " / ".join(f"{v / MB:.0f}" for v in values)  # noqa: E731
+        show = lambda values: " / ".join(f"{v / MB:.0f}" for v in values)
         growth = [peaks[pid] - loaded[pid] for pid in loaded]
         print(f"| {workers} | {budget} | {evaluations} | {wall:.0f} | {main_peak / MB:.0f} | {show(loaded.values())} | "
               f"{show(peaks.values())} | {show(growth)} | {total / MB:.0f} |")

@@ -61,7 +61,7 @@ def bare_loop(budget: int, delay: float, optimizer: str, seed: int) -> dict[str,
     array.random_state = np.random.RandomState(seed)
     opt = ng.optimizers.registry[optimizer](parametrization=array, budget=budget, num_workers=1)
     opt.suggest(np.zeros(dim))
-    natural = lambda x: np.clip(1.0 + sigma * np.asarray(x), lower, upper)  # noqa: E731
+    natural = lambda x: np.clip(1.0 + sigma * np.asarray(x), lower, upper)
     baseline_validation = loss(np.ones(dim), "validation")
     best, best_loss = np.zeros(dim), float("inf")
     for _ in range(budget):

@@ -23,19 +23,19 @@ import os
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")  # one core per worker (dask's nanny does the same for its workers)
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
 
-from retrofit import executors  # noqa: E402
-from retrofit.config import resolve  # noqa: E402
-from retrofit.engine import Run  # noqa: E402
-from retrofit.evaluator import Evaluator, Outcome, Setup, Task  # noqa: E402
-from retrofit.records import RunRecord  # noqa: E402
-from retrofit.toy import DOMAIN  # noqa: E402
+from retrofit import executors
+from retrofit.config import resolve
+from retrofit.engine import Run
+from retrofit.evaluator import Evaluator, Outcome, Setup, Task
+from retrofit.records import RunRecord
+from retrofit.toy import DOMAIN
 
 SPEEDUP_GOAL, DASK_GOAL = 1.8, 1.10
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from retrofit import hookimpl
-from retrofit.config import Config
 import numpy as np
 
+from retrofit import hookimpl
+from retrofit.config import Config
 from retrofit.reductions import DEFAULT_RESAMPLES, DEFAULT_SEED, Reducer, reduce_metrics, standard_errors, weighted_sum
 
 

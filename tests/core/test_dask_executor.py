@@ -53,7 +53,7 @@ def test_dask_gives_the_same_run_as_the_local_pool(toy_run):
     dasked, dask_dir = toy_run(budget=16, executor="dask", workers=2, seed=5)
     assert dasked["executor"] == "dask" and dasked["workers"] == 2 and dasked["status"] == "finished"
     assert {k: v for k, v in dasked.items() if k not in IGNORED} == {k: v for k, v in pooled.items() if k not in IGNORED}
-    strip = lambda entries: [{k: e[k] for k in ("id", "values", "loss", "told")} for e in entries]  # noqa: E731
+    strip = lambda entries: [{k: e[k] for k in ("id", "values", "loss", "told")} for e in entries]
     assert strip(history(dask_dir)) == strip(history(pooled_dir))
     # both dask workers did work, every evaluation ran once, and the cluster is gone
     assert len({e["worker"] for e in history(dask_dir)}) == 2

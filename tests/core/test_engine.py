@@ -47,7 +47,7 @@ def test_seeded_runs_are_reproducible_and_seeds_matter(toy_run):
     first, first_dir = toy_run(budget=30, seed=3)
     second, second_dir = toy_run(budget=30, seed=3)
     other, other_dir = toy_run(budget=30, seed=4)
-    strip = lambda entries: [{k: e[k] for k in ("id", "values", "loss")} for e in entries]  # noqa: E731
+    strip = lambda entries: [{k: e[k] for k in ("id", "values", "loss")} for e in entries]
     assert strip(history(first_dir)) == strip(history(second_dir))
     assert first["best"] == second["best"]
     assert strip(history(first_dir)) != strip(history(other_dir))

@@ -35,13 +35,13 @@ def load_agent(spec: str, device: str = "cpu") -> Agent:
         raise UsageError(f"doom model {spec!r}: no such checkpoint file (give 'builtin' or a .pt/.pth path)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated or foreign file: one line, not a traceback
+    except Exception as error:  # noqa: BLE001  (a truncated or foreign file, whatever torch raises: one line)
         raise UsageError(f"doom model {spec!r}: cannot read the checkpoint ({type(error).__name__}: {error})") from None
     if not isinstance(checkpoint, dict):
         raise UsageError(f"doom model {spec!r}: expected a state_dict or {{'state_dict', 'meta'}}, "
                          f"got {type(checkpoint).__name__}")
     meta: dict[str, Any] = dict(checkpoint.get("meta") or {}) if "state_dict" in checkpoint else {}
-    state = checkpoint["state_dict"] if "state_dict" in checkpoint else checkpoint
+    state = checkpoint.get("state_dict", checkpoint)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # shipped as fp16
     features = tuple(meta["game_features"]) if "game_features" in meta else None
     try:

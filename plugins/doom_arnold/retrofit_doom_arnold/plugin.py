@@ -109,7 +109,7 @@ class DoomAgent:
         """The game as currently knobbed (frame skip rounded to whole tics)."""
         from dataclasses import replace
 
-        return replace(self.settings, frame_skip=max(1, int(round(float(self.frame_skip[0])))))
+        return replace(self.settings, frame_skip=max(1, round(float(self.frame_skip[0]))))
 
     def play(self, seeds: tuple[int, ...], policy: Any = None, on_frame: Any = None) -> list[Any]:
         """Play one episode per seed with the agent as knobbed (or ``policy``).

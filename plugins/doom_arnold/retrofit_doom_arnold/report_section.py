@@ -56,7 +56,7 @@ def histograms(heldout: dict[str, Any]) -> bytes:
         episodes = heldout[name]["episodes"]
         kills = [e["kills"] for e in episodes]
         top = max(kills) if kills else 1
-        kills_axes.hist(kills, bins=range(0, int(top) + 2), alpha=0.6, color=colour, label=name)
+        kills_axes.hist(kills, bins=range(int(top) + 2), alpha=0.6, color=colour, label=name)
         life_axes.hist([e["survival_seconds"] for e in episodes], bins=12, alpha=0.6, color=colour, label=name)
     kills_axes.set_xlabel("kills in the episode")
     life_axes.set_xlabel("seconds per life")
