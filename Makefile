@@ -15,7 +15,7 @@ setup: $(VENV)/bin/python
 	$(PIP) -e ".[torch]" $(PACKS)
 
 setup-test: setup
-	$(PIP) -e ".[test,dask]" ./examples/curve_plugin
+	$(PIP) -e ".[test,dask]" -e "./plugins/codegen[humaneval]" ./examples/curve_plugin
 
 demo: setup
 	$(VENV)/bin/retrofit depth tune
