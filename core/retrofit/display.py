@@ -81,7 +81,12 @@ def print_summary(summary: Mapping[str, Any], run_dir: str) -> None:
               f"{summary['evaluations']} evaluations ({summary['failed_evaluations']} failed) "
               f"in {summary['wall_seconds']:.1f} s on {summary['workers']} {summary['executor']} worker(s)")
     if relative is not None:
-        out.print(f"validation loss {'reduced' if relative >= 0 else 'increased'} by {abs(relative) * 100:.1f} %")
+        before = summary["baseline"]["validation"]["loss"]
+        after = summary["best"]["validation"]["loss"]
+        change = f"validation loss {before:.4g} -> {after:.4g}"
+        if before > 0:  # a percentage of a loss that can be negative (maximised metrics) would mislead
+            change += f", {'reduced' if relative >= 0 else 'increased'} by {abs(relative) * 100:.1f} %"
+        out.print(change)
     out.print(f"run directory: {run_dir}")
 
 

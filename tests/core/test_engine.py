@@ -222,3 +222,22 @@ def test_multiobjective_runs_keep_the_pareto_front_and_pick_by_weights(toy_run):
     # the pick is the lowest weighted sum, which lies on the front
     assert summary["best"]["id"] in {m["id"] for m in front}
     assert summary["best"]["train"]["loss"] == min(e["loss"] for e in entries)
+
+
+def test_the_closing_line_gives_a_percentage_only_for_a_positive_loss(toy_run):
+    import copy
+
+    from retrofit import display
+
+    summary, run_dir = toy_run(budget=10)
+    with display.out.capture() as captured:
+        display.print_summary(summary, str(run_dir))
+    line = next(text for text in captured.get().splitlines() if text.startswith("validation loss"))
+    assert " -> " in line and line.endswith("%")  # an error rate: the relative change means something
+    maximised = copy.deepcopy(summary)  # a negative loss (metrics with negative weights)
+    maximised["baseline"]["validation"]["loss"], maximised["best"]["validation"]["loss"] = -0.1, -0.6
+    maximised["improvement"]["validation_loss_relative"] = 5.0
+    with display.out.capture() as captured:
+        display.print_summary(maximised, str(run_dir))
+    line = next(text for text in captured.get().splitlines() if text.startswith("validation loss"))
+    assert line == "validation loss -0.1 -> -0.6"
