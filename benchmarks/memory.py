@@ -26,9 +26,10 @@ from typing import Any
 from retrofit import executors
 from retrofit.config import resolve
 from retrofit.engine import Run
-from retrofit.evaluator import Outcome, Setup, Task
+from retrofit.evaluator import Setup
 from retrofit.plugins import load
 from retrofit.records import RunRecord
+from wrapping import ExecutorWrapper  # this script's folder is on sys.path
 
 MB = 1024 * 1024
 
@@ -101,34 +102,18 @@ class Sampler:
         self._thread.join()
 
 
-class Snapshot:
+class Snapshot(ExecutorWrapper):
     """Executor wrapper: records each worker's RSS right after the model is loaded."""
 
     def __init__(self, inner: executors.Executor, sampler: Sampler) -> None:
-        self.inner, self.sampler = inner, sampler
+        super().__init__(inner)
+        self.sampler = sampler
         self.loaded: dict[int, int] = {}
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def workers(self) -> int:
-        return self.inner.workers
 
     def start(self) -> Setup:
         setup = self.inner.start()
         self.loaded = self.sampler.sample()
         return setup
-
-    def submit(self, task: Task) -> None:
-        self.inner.submit(task)
-
-    def wait(self) -> list[Outcome]:
-        return self.inner.wait()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def model_bytes(config: Any, plugins: Any) -> int:

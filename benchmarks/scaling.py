@@ -33,39 +33,26 @@ from typing import Any
 from retrofit import executors
 from retrofit.config import resolve
 from retrofit.engine import Run
-from retrofit.evaluator import Evaluator, Outcome, Setup, Task
+from retrofit.evaluator import Evaluator, Setup, Task
 from retrofit.records import RunRecord
 from retrofit.toy import DOMAIN
+from wrapping import ExecutorWrapper  # this script's folder is on sys.path
 
 SPEEDUP_GOAL, DASK_GOAL = 1.8, 1.10
 
 
-class Timed:
+class Timed(ExecutorWrapper):
     """An executor wrapper that times its start and close, to keep them out of the loop time."""
 
     def __init__(self, inner: executors.Executor) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.startup = self.closing = 0.0
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def workers(self) -> int:
-        return self.inner.workers
 
     def start(self) -> Setup:
         began = time.perf_counter()
         setup = self.inner.start()
         self.startup = time.perf_counter() - began
         return setup
-
-    def submit(self, task: Task) -> None:
-        self.inner.submit(task)
-
-    def wait(self) -> list[Outcome]:
-        return self.inner.wait()
 
     def close(self) -> None:
         began = time.perf_counter()
