@@ -21,11 +21,10 @@ GIF_SCALE = 0.5  # the GIF is for reports and pull requests: half size keeps it 
 
 
 def _reduced(per_batch: list[dict[str, float]], config: Any) -> dict[str, Any]:
-    from retrofit.objective import reduced_aggregate
-    from retrofit.reductions import parse_reducers
+    """The domain's own aggregation, so these figures are computed exactly as the run's."""
+    from .plugin import retrofit_aggregate
 
-    reducers = list(parse_reducers(config.options["reducers"], where="doom.reducers"))
-    aggregate = reduced_aggregate(per_batch, reducers, config.objective, resamples=200)
+    aggregate = retrofit_aggregate(domain="doom", metrics=per_batch, config=config)
     return {"loss": aggregate.loss, "loss_se": aggregate.loss_se, "metrics": dict(aggregate.metrics),
             "standard_errors": dict(aggregate.standard_errors)}
 
